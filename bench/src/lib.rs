@@ -1,0 +1,1 @@
+//! ringgate-bench: load generator and reference backend (filled in by the bench issue).

@@ -1,0 +1,23 @@
+//! Field limits shared by both frame families. A longer field is a protocol error.
+
+use crate::error::DecodeError;
+
+/// Longest user id, device id, node id or room name, in bytes.
+pub const MAX_ID_LEN: usize = 256;
+/// Longest token or resume token, in bytes.
+pub const MAX_TOKEN_LEN: usize = 4096;
+/// Longest route key, in bytes (its length prefix is one varint of at most 2 bytes).
+pub const MAX_ROUTE_KEY_LEN: usize = 255;
+/// Default maximum body length of a client frame.
+pub const DEFAULT_MAX_FRAME_LEN: usize = 64 * 1024;
+/// Default maximum body length of a link frame: a client frame plus room for link metadata.
+pub const DEFAULT_MAX_LINK_FRAME_LEN: usize = 128 * 1024;
+
+pub(crate) fn check_len(
+    op: &'static str,
+    field: &'static str,
+    value: impl AsRef<[u8]>,
+    max: usize,
+) -> Result<(), DecodeError> {
+    if value.as_ref().len() > max { Err(DecodeError::InvalidField { op, field, reason: "too long" }) } else { Ok(()) }
+}

@@ -1,0 +1,1 @@
+//! ringgate: the gateway binary's library. The data plane arrives with the data-plane issue.

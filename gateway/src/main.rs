@@ -1,0 +1,4 @@
+fn main() {
+    eprintln!("ringgate: the gateway data plane is not built yet");
+    std::process::exit(2);
+}

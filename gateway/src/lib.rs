@@ -1,1 +1,13 @@
-//! ringgate: the gateway binary's library. The data plane arrives with the data-plane issue.
+//! ringgate: the gateway. The only crate of the workspace that touches sockets, the runtime,
+//! TLS, QUIC and Redis; protocol logic lives in `ringgate-codec`, routing in `ringgate-router`.
+
+pub mod auth;
+pub mod backend;
+pub mod config;
+pub mod gateway;
+pub mod listener;
+pub mod runtime;
+pub mod worker;
+
+pub use config::Config;
+pub use gateway::Gateway;

@@ -1,4 +1,133 @@
-fn main() {
-    eprintln!("ringgate: the gateway data plane is not built yet");
-    std::process::exit(2);
+//! The `ringgate` command: run a gateway node, check a config file, mint a test token.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use clap::{Parser, Subcommand};
+use ringgate::auth::token::{self, Claims};
+use ringgate::config::AuthMode;
+use ringgate::{Config, Gateway, listener};
+
+#[derive(Parser)]
+#[command(name = "ringgate", version, about = "Thread-per-core io_uring long-connection gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a gateway node.
+    Run {
+        /// Config file; defaults to config/ringgate.toml.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Check a config file; prints every problem and exits non-zero if there is one.
+    CheckConfig { file: PathBuf },
+    /// Mint a signed client token with a key from a config file (for testing).
+    Token {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        user: String,
+        #[arg(long, default_value = "default")]
+        device: String,
+        #[arg(long, default_value = "unspecified")]
+        platform: String,
+        /// Key id; the first configured key by default.
+        #[arg(long)]
+        kid: Option<String>,
+        /// Lifetime, like "24h" or "30m".
+        #[arg(long, default_value = "24h")]
+        ttl: String,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RINGGATE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse().command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ringgate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
+    match command {
+        Command::Run { config } => serve(&config.unwrap_or_else(|| PathBuf::from("config/ringgate.toml"))),
+        Command::CheckConfig { file } => {
+            Config::load(&file)?;
+            println!("{}: ok", file.display());
+            Ok(())
+        }
+        Command::Token { config, user, device, platform, kid, ttl } => {
+            let config = Config::load(&config)?;
+            let AuthMode::Token { keys, .. } = &config.auth else {
+                return Err("auth.mode is \"none\": no token needed".into());
+            };
+            let (kid, secret) = match kid {
+                Some(kid) => keys.get_key_value(&kid).ok_or_else(|| format!("no key {kid:?} in auth.keys"))?,
+                None => keys.iter().next().ok_or("no keys in auth.keys")?,
+            };
+            let ttl = ringgate::config::parse_duration(&ttl)?;
+            let exp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() + ttl.as_secs();
+            println!("{}", token::mint(kid, secret, &Claims { sub: user, dev: device, plat: platform, exp }));
+            Ok(())
+        }
+    }
+}
+
+fn serve(path: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    let config = Config::load(path)?;
+    if config.auth == AuthMode::None {
+        tracing::warn!(
+            "auth.mode = \"none\": ANY client is accepted as the user it claims; never use this in production"
+        );
+    }
+    let listeners = listener::bind_group(config.listen_tcp, config.workers, 65_535)?;
+    let gateway = Gateway::start(config, listeners)?;
+    tracing::info!(addr = %gateway.local_addr(), driver = gateway.driver(), "listening; Ctrl-C or SIGTERM to stop");
+    wait_for_signal();
+    tracing::info!("shutting down");
+    gateway.shutdown();
+    Ok(())
+}
+
+/// Blocks until SIGINT or SIGTERM.
+fn wait_for_signal() {
+    let runtime = match compio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot wait for signals");
+            return;
+        }
+    };
+    runtime.block_on(async {
+        let int = std::pin::pin!(compio::signal::ctrl_c());
+        let term = std::pin::pin!(compio::signal::unix::signal(libc::SIGTERM));
+        futures_select(int, term).await;
+    });
+}
+
+async fn futures_select(a: impl std::future::Future, b: impl std::future::Future) {
+    let mut a = std::pin::pin!(a);
+    let mut b = std::pin::pin!(b);
+    std::future::poll_fn(|cx| {
+        if a.as_mut().poll(cx).is_ready() || b.as_mut().poll(cx).is_ready() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await
 }

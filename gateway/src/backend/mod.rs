@@ -1,0 +1,4 @@
+//! Backends: where client Sends go and pushes come from.
+
+pub mod embedded;
+pub mod reference;

@@ -1,0 +1,299 @@
+//! The gateway's configuration: TOML in, validated types out.
+//!
+//! Parsing happens in two steps. Serde reads the file into raw sections whose leaves are
+//! untyped TOML values, and `serde_ignored` lists every key the gateway does not know. Then
+//! [`Config::from_raw`] turns each leaf into a typed value, recording every bad one with its
+//! key path, so `ringgate check-config` reports all problems in one run. A `Config` that
+//! exists holds only valid values.
+
+mod error;
+mod value;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use ringgate_codec::session::ServerConfig;
+use serde::Deserialize;
+use toml::Value;
+
+pub use error::{ConfigError, ConfigErrors};
+pub use value::parse_duration;
+use value::{Extract, boolean, duration_in, int_in, non_empty_string, socket_addr, string};
+
+/// Which io driver the workers use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoDriver {
+    /// io_uring, falling back to epoll when io_uring cannot be set up.
+    Auto,
+    IoUring,
+    Epoll,
+}
+
+/// How clients prove who they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthMode {
+    /// HMAC-SHA256 (JWT HS256) tokens checked against these keys, by key id.
+    Token { keys: BTreeMap<String, Vec<u8>>, max_clock_skew: Duration },
+    /// Every Auth is accepted as the user and device it names. For local trials only.
+    None,
+}
+
+/// The whole, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub node_id: String,
+    pub listen_tcp: SocketAddr,
+    pub io_driver: IoDriver,
+    /// Worker threads; each owns a runtime and a listening socket.
+    pub workers: usize,
+    pub pin_cpus: bool,
+    pub read_buffer: usize,
+    pub max_connections: usize,
+    /// Per-connection protocol limits and timers.
+    pub session: ServerConfig,
+    /// Granularity of the per-worker timer wheel.
+    pub timer_tick: Duration,
+    pub auth: AuthMode,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Raw {
+    node: RawNode,
+    listen: RawListen,
+    io: RawIo,
+    limits: RawLimits,
+    session: RawSession,
+    auth: RawAuth,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawNode {
+    id: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawListen {
+    tcp: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawIo {
+    driver: Option<Value>,
+    workers: Option<Value>,
+    pin_cpus: Option<Value>,
+    read_buffer: Option<Value>,
+    timer_tick: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawLimits {
+    max_frame_len: Option<Value>,
+    max_in_flight: Option<Value>,
+    max_outbound_bytes: Option<Value>,
+    max_connections: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawSession {
+    auth_timeout: Option<Value>,
+    heartbeat_interval: Option<Value>,
+    idle_multiple: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawAuth {
+    mode: Option<Value>,
+    max_clock_skew: Option<Value>,
+    keys: BTreeMap<String, Value>,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError::Read { file: path.display().to_string(), message: e.to_string() }])
+        })?;
+        Config::parse(&text)
+    }
+
+    /// Parses and validates config text.
+    pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
+        let mut unknown = Vec::new();
+        let de = toml::Deserializer::parse(text)
+            .map_err(|e| ConfigErrors(vec![ConfigError::Syntax { message: e.to_string() }]))?;
+        let raw: Raw = serde_ignored::deserialize(de, |path| unknown.push(path.to_string()))
+            .map_err(|e| ConfigErrors(vec![ConfigError::Syntax { message: e.to_string() }]))?;
+        let mut errors: Vec<ConfigError> = unknown.into_iter().map(|path| ConfigError::UnknownKey { path }).collect();
+        let mut x = Extract::default();
+        let config = Config::from_raw(raw, &mut x);
+        errors.append(&mut x.errors);
+        if errors.is_empty() { Ok(config) } else { Err(ConfigErrors(errors)) }
+    }
+
+    fn from_raw(raw: Raw, x: &mut Extract) -> Config {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let workers = x.get("io.workers", raw.io.workers, 0, int_in(0, 1024)) as usize;
+        let heartbeat = x.get(
+            "session.heartbeat_interval",
+            raw.session.heartbeat_interval,
+            Duration::from_secs(30),
+            duration_in(Duration::from_millis(100), Duration::from_secs(3600)),
+        );
+        let session = ServerConfig {
+            auth_timeout: x.get(
+                "session.auth_timeout",
+                raw.session.auth_timeout,
+                Duration::from_secs(10),
+                duration_in(Duration::from_millis(100), Duration::from_secs(600)),
+            ),
+            heartbeat_interval: heartbeat,
+            idle_multiple: x.get("session.idle_multiple", raw.session.idle_multiple, 3, int_in(1, 100)) as u32,
+            max_frame_len: x.get("limits.max_frame_len", raw.limits.max_frame_len, 65_536, int_in(64, 16 << 20))
+                as usize,
+            max_in_flight: x.get("limits.max_in_flight", raw.limits.max_in_flight, 64, int_in(1, 65_536)) as u32,
+            max_outbound: x.get(
+                "limits.max_outbound_bytes",
+                raw.limits.max_outbound_bytes,
+                256 * 1024,
+                int_in(1024, 1 << 30),
+            ) as usize,
+        };
+        if session.max_outbound < session.max_frame_len {
+            x.invalid("limits.max_outbound_bytes", "must be at least limits.max_frame_len");
+        }
+        Config {
+            node_id: x.get("node.id", raw.node.id, default_node_id(), non_empty_string),
+            listen_tcp: x.get("listen.tcp", raw.listen.tcp, SocketAddr::from(([0, 0, 0, 0], 7000)), socket_addr),
+            io_driver: x.get("io.driver", raw.io.driver, IoDriver::Auto, io_driver),
+            workers: if workers == 0 { cores } else { workers },
+            pin_cpus: x.get("io.pin_cpus", raw.io.pin_cpus, false, boolean),
+            read_buffer: x.get("io.read_buffer", raw.io.read_buffer, 65_536, int_in(4096, 16 << 20)) as usize,
+            timer_tick: x.get(
+                "io.timer_tick",
+                raw.io.timer_tick,
+                Duration::from_millis(500),
+                duration_in(Duration::from_millis(10), Duration::from_secs(10)),
+            ),
+            max_connections: x.get(
+                "limits.max_connections",
+                raw.limits.max_connections,
+                1_000_000,
+                int_in(1, 100_000_000),
+            ) as usize,
+            session,
+            auth: auth_mode(raw.auth, x),
+        }
+    }
+}
+
+fn io_driver(v: &Value) -> Result<IoDriver, String> {
+    match string(v)?.as_str() {
+        "auto" => Ok(IoDriver::Auto),
+        "io_uring" => Ok(IoDriver::IoUring),
+        "epoll" => Ok(IoDriver::Epoll),
+        other => Err(format!("{other:?} is not one of \"auto\", \"io_uring\", \"epoll\"")),
+    }
+}
+
+fn auth_mode(raw: RawAuth, x: &mut Extract) -> AuthMode {
+    let mode = x.get("auth.mode", raw.mode, "token".to_owned(), string);
+    let max_clock_skew = x.get(
+        "auth.max_clock_skew",
+        raw.max_clock_skew,
+        Duration::from_secs(30),
+        duration_in(Duration::ZERO, Duration::from_secs(3600)),
+    );
+    let mut keys = BTreeMap::new();
+    for (kid, value) in raw.keys {
+        let path = format!("auth.keys.{kid}");
+        match value.as_str() {
+            Some(secret) if secret.len() >= 16 => {
+                keys.insert(kid, secret.as_bytes().to_vec());
+            }
+            Some(_) => x.invalid(&path, "secret must be at least 16 bytes"),
+            None => x.invalid(&path, format!("expected a string, found {}", value.type_str())),
+        }
+    }
+    match mode.as_str() {
+        "token" => {
+            if keys.is_empty() {
+                x.invalid("auth.keys", "auth.mode = \"token\" needs at least one key (auth.keys.<kid> = \"secret\")");
+            }
+            AuthMode::Token { keys, max_clock_skew }
+        }
+        "none" => AuthMode::None,
+        other => {
+            x.invalid("auth.mode", format!("{other:?} is not one of \"token\", \"none\""));
+            AuthMode::None
+        }
+    }
+}
+
+fn default_node_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "ringgate".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_need_a_key() {
+        let errors = Config::parse("").unwrap_err();
+        assert!(errors.mentions("auth.keys"), "{errors}");
+        let config = Config::parse("[auth]\nmode = \"none\"\n").unwrap();
+        assert_eq!(config.auth, AuthMode::None);
+        assert_eq!(config.session.auth_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let text = r#"
+            [io]
+            driver = "kqueue"
+            workers = -1
+            colour = "blue"
+            [listen]
+            tcp = "nowhere"
+            [session]
+            heartbeat_interval = "30 seconds"
+            [auth]
+            mode = "token"
+            keys = { k1 = "short" }
+            [extra]
+            x = 1
+        "#;
+        let errors = Config::parse(text).unwrap_err();
+        for path in [
+            "io.driver",
+            "io.workers",
+            "io.colour",
+            "listen.tcp",
+            "session.heartbeat_interval",
+            "auth.keys.k1",
+            "extra",
+        ] {
+            assert!(errors.mentions(path), "{path} missing from:\n{errors}");
+        }
+        assert_eq!(errors.0.len(), 7, "{errors}");
+    }
+
+    #[test]
+    fn syntax_errors_are_reported() {
+        assert!(matches!(&Config::parse("[io").unwrap_err().0[..], [ConfigError::Syntax { .. }]));
+        assert!(matches!(&Config::parse("io = 3").unwrap_err().0[..], [ConfigError::Syntax { .. }]));
+    }
+}

@@ -1,0 +1,145 @@
+//! Workers: one thread per core, each with its own runtime, listening socket, connections
+//! and backend link. Workers talk to each other and to the control plane only through
+//! bounded channels.
+
+mod conn;
+mod downstream;
+pub(crate) mod link;
+pub(crate) mod state;
+pub mod stats;
+mod timer;
+
+use std::cell::RefCell;
+use std::io;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use compio::net::TcpListener;
+use ringgate_codec::ReasonCode;
+use ringgate_codec::client::{ClientFrame, Close};
+use ringgate_codec::link::LinkFrame;
+use socket2::Socket;
+
+use self::state::Worker;
+use self::stats::WorkerStats;
+use crate::config::Config;
+
+/// Messages a worker receives on its inbox.
+#[derive(Debug)]
+pub enum WorkerMsg {
+    /// A frame from a backend link, or one forwarded by the worker that read it.
+    FromBackend(LinkFrame),
+    /// A node-wide push already delivered elsewhere; deliver locally only.
+    Fanout(LinkFrame),
+    /// Close every connection with `server_shutdown` and stop.
+    Shutdown,
+}
+
+/// Everything a worker thread starts from.
+pub(crate) struct WorkerSetup {
+    pub index: usize,
+    pub config: Arc<Config>,
+    pub listener: std::net::TcpListener,
+    pub inbox: flume::Receiver<WorkerMsg>,
+    pub peers: Vec<flume::Sender<WorkerMsg>>,
+    pub link: link::Link,
+    pub stats: Arc<WorkerStats>,
+}
+
+/// Runs a worker on the current thread until it is told to shut down. Reports the driver
+/// in use through `started` once the runtime is up.
+pub(crate) fn run(setup: WorkerSetup, started: std::sync::mpsc::Sender<io::Result<&'static str>>) {
+    let cpu = setup.config.pin_cpus.then_some(setup.index);
+    let runtime = match crate::runtime::build(setup.config.io_driver, cpu) {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = started.send(Err(e));
+            return;
+        }
+    };
+    let driver = crate::runtime::driver_name(&runtime);
+    runtime.block_on(async move {
+        let listener = match TcpListener::from_std(setup.listener) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = started.send(Err(e));
+                return;
+            }
+        };
+        let _ = started.send(Ok(driver));
+        let worker =
+            Rc::new(RefCell::new(Worker::new(setup.index, setup.config.clone(), setup.link, setup.peers, setup.stats)));
+        let accept = compio::runtime::spawn(accept_loop(worker.clone(), listener));
+        let ticks = compio::runtime::spawn(tick_loop(worker.clone()));
+        inbox_loop(worker.clone(), setup.inbox).await;
+        drop(accept);
+        drop(ticks);
+        worker.borrow_mut().close_all(ReasonCode::SERVER_SHUTDOWN);
+    });
+}
+
+async fn accept_loop(worker: Rc<RefCell<Worker>>, listener: TcpListener) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _peer)) => stream,
+            Err(e) => {
+                let stats = worker.borrow().stats.clone();
+                WorkerStats::inc(&stats.accept_errors);
+                tracing::warn!(error = %e, "accept failed");
+                // Out of files or memory: give closing connections a moment instead of spinning.
+                compio::time::sleep(std::time::Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let fd = match stream.into_poll_fd() {
+            Ok(fd) => Rc::new(fd),
+            Err(_) => continue,
+        };
+        let _ = fd.set_nonblocking(true);
+        let _ = fd.set_tcp_nodelay(true);
+        let admitted = worker.borrow_mut().admit(fd.clone(), Instant::now());
+        match admitted {
+            Some(id) => compio::runtime::spawn(conn::run(worker.clone(), id, fd)).detach(),
+            None => refuse(&fd),
+        }
+    }
+}
+
+/// Tells a client the node is full, then drops it.
+fn refuse(fd: &Socket) {
+    let close = ClientFrame::Close(Close { reason: ReasonCode::SERVER_OVERLOADED, message: String::new() });
+    if let Ok(bytes) = close.to_bytes() {
+        let _ = io::Write::write(&mut &*fd, &bytes);
+    }
+}
+
+async fn tick_loop(worker: Rc<RefCell<Worker>>) {
+    let tick = worker.borrow().config.timer_tick;
+    let mut interval = compio::time::interval(tick);
+    loop {
+        interval.tick().await;
+        worker.borrow_mut().on_tick(Instant::now());
+    }
+}
+
+async fn inbox_loop(worker: Rc<RefCell<Worker>>, inbox: flume::Receiver<WorkerMsg>) {
+    while let Ok(msg) = inbox.recv_async().await {
+        let mut w = worker.borrow_mut();
+        let mut next = Some(msg);
+        let mut handled = 0;
+        while let Some(msg) = next.take() {
+            match msg {
+                WorkerMsg::FromBackend(frame) => w.on_backend(frame, false),
+                WorkerMsg::Fanout(frame) => w.on_backend(frame, true),
+                WorkerMsg::Shutdown => return,
+            }
+            handled += 1;
+            // Drain a batch so one write per connection carries many frames.
+            if handled < 1024 {
+                next = inbox.try_recv().ok();
+            }
+        }
+        w.flush_dirty();
+    }
+}

@@ -1,0 +1,338 @@
+//! A worker's state: its connections, its user and room indexes, its link to the backend,
+//! and its timers. Owned by one thread; nothing here is shared or locked.
+
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use ringgate_codec::ReasonCode;
+use ringgate_codec::client::{Auth, AuthOk, PROTOCOL_VERSION, SendFrame};
+use ringgate_codec::session::{ServerEvent, ServerSession};
+
+use super::WorkerMsg;
+use super::conn::{Conn, ConnFd, ConnIdentity, ReadOutcome};
+use super::link::Link;
+use super::stats::WorkerStats;
+use super::timer::TimerWheel;
+use crate::auth;
+use crate::config::Config;
+
+/// Bits of a connection id below the worker index. A conn id is never 0.
+const WORKER_SHIFT: u32 = 48;
+
+/// The worker that owns connection `conn_id`.
+pub(crate) fn owner_of(conn_id: u64) -> Option<usize> {
+    usize::try_from(conn_id >> WORKER_SHIFT).ok()?.checked_sub(1)
+}
+
+#[derive(Debug)]
+pub(crate) struct Worker {
+    pub index: usize,
+    pub config: Arc<Config>,
+    pub conns: HashMap<u64, Conn>,
+    pub users: HashMap<Rc<str>, Vec<u64>>,
+    pub rooms: HashMap<Rc<str>, HashSet<u64>>,
+    pub link: Link,
+    pub peers: Vec<flume::Sender<WorkerMsg>>,
+    pub timers: TimerWheel,
+    pub stats: Arc<WorkerStats>,
+    pub max_conns: usize,
+    read_buf: Box<[u8]>,
+    next_conn: u64,
+    dirty: Vec<u64>,
+    due: Vec<u64>,
+}
+
+impl Worker {
+    pub fn new(
+        index: usize,
+        config: Arc<Config>,
+        link: Link,
+        peers: Vec<flume::Sender<WorkerMsg>>,
+        stats: Arc<WorkerStats>,
+    ) -> Worker {
+        let workers = config.workers.max(1);
+        Worker {
+            index,
+            max_conns: config.max_connections.div_ceil(workers),
+            read_buf: vec![0; config.read_buffer].into_boxed_slice(),
+            timers: TimerWheel::new(config.timer_tick, 4096, Instant::now()),
+            config,
+            conns: HashMap::new(),
+            users: HashMap::new(),
+            rooms: HashMap::new(),
+            link,
+            peers,
+            stats,
+            next_conn: 0,
+            dirty: Vec::new(),
+            due: Vec::new(),
+        }
+    }
+
+    /// Registers an accepted socket; returns its id, or `None` when the worker is full (the
+    /// caller then refuses it).
+    pub fn admit(&mut self, fd: ConnFd, now: Instant) -> Option<u64> {
+        WorkerStats::inc(&self.stats.accepted);
+        if self.conns.len() >= self.max_conns {
+            return None;
+        }
+        self.next_conn += 1;
+        let id = ((self.index as u64 + 1) << WORKER_SHIFT) | self.next_conn;
+        let session = ServerSession::new(&self.config.session, now);
+        if let Some(deadline) = session.poll_timeout() {
+            self.timers.arm(id, deadline);
+        }
+        self.conns.insert(id, Conn::new(session, fd));
+        WorkerStats::inc(&self.stats.active);
+        Some(id)
+    }
+
+    /// The socket of `id` is readable: read everything available and act on it.
+    pub fn on_readable(&mut self, id: u64) {
+        let now = Instant::now();
+        loop {
+            let Some(conn) = self.conns.get_mut(&id) else { return };
+            match conn.read_into(&mut self.read_buf) {
+                ReadOutcome::Data => self.process_input(id, now),
+                ReadOutcome::WouldBlock => break,
+                ReadOutcome::Gone => return self.on_socket_gone(id),
+            }
+        }
+        if let Some(conn) = self.conns.get_mut(&id) {
+            conn.trim();
+        }
+        self.flush_dirty();
+    }
+
+    /// The socket of `id` can take more output.
+    pub fn on_writable(&mut self, id: u64) {
+        self.flush_conn(id);
+    }
+
+    /// The peer closed or the socket failed: drop the connection without a Close frame.
+    /// A partial frame left in the input makes it a protocol error (a truncated frame).
+    pub fn on_socket_gone(&mut self, id: u64) {
+        let Some(conn) = self.conns.get_mut(&id) else { return };
+        let reason = if conn.input.is_empty() { ReasonCode::NORMAL } else { ReasonCode::PROTOCOL_ERROR };
+        let _ = conn.session.close(reason, "");
+        conn.session.output().clear();
+        self.finish(id, reason);
+    }
+
+    fn process_input(&mut self, id: u64, now: Instant) {
+        loop {
+            let event = {
+                let Some(conn) = self.conns.get_mut(&id) else { return };
+                conn.session.handle_input(&mut conn.input, now)
+            };
+            match event {
+                None => return,
+                Some(ServerEvent::Auth(auth)) => self.on_auth(id, auth, now),
+                Some(ServerEvent::Send(send)) => self.on_send(id, send),
+                Some(ServerEvent::Closed { reason, .. }) => return self.end(id, reason),
+            }
+        }
+    }
+
+    fn on_auth(&mut self, id: u64, auth: Auth, now: Instant) {
+        let result = auth::authenticate(&self.config.auth, &auth);
+        let Some(conn) = self.conns.get_mut(&id) else { return };
+        match result {
+            Ok(identity) => {
+                let ok = AuthOk {
+                    connection_id: id,
+                    node_id: self.config.node_id.clone(),
+                    heartbeat_interval: self.config.session.heartbeat_interval,
+                    server_time_ms: unix_ms(),
+                    protocol_version: PROTOCOL_VERSION,
+                    max_frame_len: self.config.session.max_frame_len as u32,
+                    max_in_flight: self.config.session.max_in_flight,
+                    resume_token: None,
+                };
+                conn.session.accept(&ok, now);
+                // The idle deadline may come before the auth deadline the wheel holds.
+                if let Some(deadline) = conn.session.poll_timeout() {
+                    self.timers.arm(id, deadline);
+                }
+                let user: Rc<str> = self
+                    .users
+                    .get_key_value(identity.user_id.as_str())
+                    .map_or_else(|| Rc::from(identity.user_id.as_str()), |(existing, _)| existing.clone());
+                conn.identity = Some(Box::new(ConnIdentity {
+                    user_id: user.clone(),
+                    device_id: identity.device_id,
+                    platform: identity.platform,
+                }));
+                self.users.entry(user).or_default().push(id);
+                WorkerStats::inc(&self.stats.authenticated);
+                self.link.conn_opened(id, conn);
+                self.mark_dirty(id);
+            }
+            Err((reason, message)) => {
+                WorkerStats::inc(&self.stats.auth_failed);
+                conn.session.reject(reason, &message);
+                self.end(id, reason);
+            }
+        }
+    }
+
+    fn on_send(&mut self, id: u64, send: SendFrame) {
+        WorkerStats::inc(&self.stats.sends);
+        let Some(conn) = self.conns.get_mut(&id) else { return };
+        if let Err(code) = self.link.forward(id, conn, send.seq, send.route_key, send.payload) {
+            if code == ReasonCode::BACKEND_BUSY {
+                WorkerStats::inc(&self.stats.backend_busy);
+            }
+            if let Some(ServerEvent::Closed { reason, .. }) = conn.session.ack(send.seq, code) {
+                return self.end(id, reason);
+            }
+        }
+        self.mark_dirty(id);
+    }
+
+    /// Queues `payload` as a Push on `id`. Returns whether it was queued.
+    pub fn push(&mut self, id: u64, payload: &[u8]) -> bool {
+        let Some(conn) = self.conns.get_mut(&id) else { return false };
+        match conn.session.push(payload) {
+            Ok(_) => {
+                WorkerStats::inc(&self.stats.pushes);
+                self.mark_dirty(id);
+                true
+            }
+            Err(Some(ServerEvent::Closed { reason, .. })) => {
+                self.end(id, reason);
+                false
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Answers the Send behind a backend's UpstreamAck.
+    pub fn ack(&mut self, id: u64, seq: u64, code: ReasonCode, reply: Option<&[u8]>) {
+        if let Some(reply) = reply
+            && !self.push(id, reply)
+        {
+            return;
+        }
+        let Some(conn) = self.conns.get_mut(&id) else { return };
+        if let Some(ServerEvent::Closed { reason, .. }) = conn.session.ack(seq, code) {
+            return self.end(id, reason);
+        }
+        self.mark_dirty(id);
+    }
+
+    /// Closes `id` by decision of the gateway or a backend, sending Kick (when `kick`) and Close.
+    pub fn close(&mut self, id: u64, reason: ReasonCode, message: &str, kick: bool) {
+        let Some(conn) = self.conns.get_mut(&id) else { return };
+        if kick {
+            conn.session.kick(reason, message);
+        } else {
+            conn.session.close(reason, message);
+        }
+        self.end(id, reason);
+    }
+
+    /// The session of `id` has ended: write what the socket takes now, then let go.
+    fn end(&mut self, id: u64, reason: ReasonCode) {
+        if let Some(conn) = self.conns.get_mut(&id) {
+            let _ = conn.flush();
+        }
+        self.finish(id, reason);
+    }
+
+    fn finish(&mut self, id: u64, reason: ReasonCode) {
+        let Some(mut conn) = self.conns.remove(&id) else { return };
+        self.stats.active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.stats.closed_with(reason);
+        if let Some(identity) = conn.identity.take() {
+            if let Some(ids) = self.users.get_mut(&identity.user_id) {
+                ids.retain(|&c| c != id);
+                if ids.is_empty() {
+                    self.users.remove(&identity.user_id);
+                }
+            }
+            for room in conn.rooms.drain(..) {
+                self.leave_room(id, &room);
+            }
+            self.link.conn_closed(id, &identity, reason);
+        }
+        conn.wake();
+    }
+
+    pub fn join_room(&mut self, id: u64, room: &str) {
+        let Some(conn) = self.conns.get_mut(&id) else { return };
+        let room: Rc<str> = self.rooms.get_key_value(room).map_or_else(|| Rc::from(room), |(k, _)| k.clone());
+        if self.rooms.entry(room.clone()).or_default().insert(id) {
+            conn.rooms.push(room);
+        }
+    }
+
+    pub fn leave_room(&mut self, id: u64, room: &str) {
+        if let Some(members) = self.rooms.get_mut(room) {
+            members.remove(&id);
+            if members.is_empty() {
+                self.rooms.remove(room);
+            }
+        }
+        if let Some(conn) = self.conns.get_mut(&id) {
+            conn.rooms.retain(|r| &**r != room);
+        }
+    }
+
+    /// Fires due timers: closes connections whose auth or idle deadline passed, re-arms the rest.
+    pub fn on_tick(&mut self, now: Instant) {
+        let mut due = std::mem::take(&mut self.due);
+        self.timers.expire(now, &mut due);
+        for id in due.drain(..) {
+            let Some(conn) = self.conns.get_mut(&id) else { continue };
+            match conn.session.handle_timeout(now) {
+                Some(ServerEvent::Closed { reason, .. }) => self.end(id, reason),
+                _ => {
+                    if let Some(deadline) = conn.session.poll_timeout() {
+                        self.timers.arm(id, deadline);
+                    }
+                }
+            }
+        }
+        self.due = due;
+    }
+
+    pub fn mark_dirty(&mut self, id: u64) {
+        self.dirty.push(id);
+    }
+
+    /// Writes out every connection that got output since the last flush: one write per
+    /// connection however many frames it got.
+    pub fn flush_dirty(&mut self) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for id in dirty.drain(..) {
+            self.flush_conn(id);
+        }
+        self.dirty = dirty;
+    }
+
+    fn flush_conn(&mut self, id: u64) {
+        let Some(conn) = self.conns.get_mut(&id) else { return };
+        let was_blocked = conn.want_write;
+        if conn.flush().is_err() {
+            return self.on_socket_gone(id);
+        }
+        if conn.want_write != was_blocked {
+            conn.wake();
+        }
+    }
+
+    /// Closes every connection with `reason` (shutdown).
+    pub fn close_all(&mut self, reason: ReasonCode) {
+        let ids: Vec<u64> = self.conns.keys().copied().collect();
+        for id in ids {
+            self.close(id, reason, "", false);
+        }
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,55 @@
+//! Per-worker counters: each worker owns its own, so counting never contends. The admin
+//! side sums them. (The Prometheus exporter arrives with the operations issue.)
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ringgate_codec::ReasonCode;
+
+/// Close reasons are counted by code; codes at or above this share the last bucket.
+pub const REASON_BUCKETS: usize = 64;
+
+#[derive(Debug)]
+pub struct WorkerStats {
+    pub active: AtomicU64,
+    pub accepted: AtomicU64,
+    pub authenticated: AtomicU64,
+    pub auth_failed: AtomicU64,
+    pub sends: AtomicU64,
+    pub pushes: AtomicU64,
+    pub accept_errors: AtomicU64,
+    pub backend_busy: AtomicU64,
+    pub closed: [AtomicU64; REASON_BUCKETS],
+}
+
+impl Default for WorkerStats {
+    fn default() -> Self {
+        WorkerStats {
+            active: AtomicU64::new(0),
+            accepted: AtomicU64::new(0),
+            authenticated: AtomicU64::new(0),
+            auth_failed: AtomicU64::new(0),
+            sends: AtomicU64::new(0),
+            pushes: AtomicU64::new(0),
+            accept_errors: AtomicU64::new(0),
+            backend_busy: AtomicU64::new(0),
+            closed: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+impl WorkerStats {
+    pub fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn closed_with(&self, reason: ReasonCode) {
+        let bucket = (reason.0 as usize).min(REASON_BUCKETS - 1);
+        if let Some(c) = self.closed.get(bucket) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn closed_count(&self, reason: ReasonCode) -> u64 {
+        self.closed.get((reason.0 as usize).min(REASON_BUCKETS - 1)).map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+}

@@ -1,0 +1,210 @@
+//! Helpers for end-to-end tests: an in-process gateway on port 0 and a blocking client
+//! built on the codec's client session.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::BytesMut;
+use ringgate::auth::token::{self, Claims};
+use ringgate::config::IoDriver;
+use ringgate::{Config, Gateway, listener};
+use ringgate_codec::client::{AuthOk, ClientDecoder, ClientFrame};
+use ringgate_codec::session::{ClientConfig, ClientEvent, ClientSession, ClientState};
+use ringgate_codec::{Decoded, ReasonCode};
+
+pub const KID: &str = "k1";
+pub const SECRET: &[u8] = b"test-secret-0123456789";
+
+/// Runs `$body(driver)` once per io driver, as two tests.
+#[macro_export]
+macro_rules! both_drivers {
+    ($($name:ident),* $(,)?) => {
+        mod io_uring {
+            $( #[test] fn $name() { super::$name(ringgate::config::IoDriver::IoUring) } )*
+        }
+        mod epoll {
+            $( #[test] fn $name() { super::$name(ringgate::config::IoDriver::Epoll) } )*
+        }
+    };
+}
+
+pub fn config(driver: IoDriver) -> Config {
+    let mut config = Config::parse(&format!(
+        "[node]\nid = \"test-node\"\n[auth]\nmode = \"token\"\n[auth.keys]\n{KID} = \"{}\"\n",
+        std::str::from_utf8(SECRET).unwrap()
+    ))
+    .unwrap();
+    config.io_driver = driver;
+    config.listen_tcp = "127.0.0.1:0".parse().unwrap();
+    config.timer_tick = Duration::from_millis(20);
+    config
+}
+
+pub fn start_with(config: Config, workers: usize) -> Gateway {
+    let listeners = listener::bind_group(config.listen_tcp, workers, 4096).unwrap();
+    Gateway::start(config, listeners).unwrap()
+}
+
+pub fn start(driver: IoDriver) -> Gateway {
+    start_with(config(driver), 2)
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+pub fn token_for(user: &str, device: &str) -> String {
+    let claims = Claims { sub: user.into(), dev: device.into(), plat: "android".into(), exp: unix_now() + 3600 };
+    token::mint(KID, SECRET, &claims)
+}
+
+/// Polls `cond` until it holds or `timeout` passes.
+pub fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+pub struct TestClient {
+    pub stream: TcpStream,
+    pub session: ClientSession,
+    input: BytesMut,
+    eof: bool,
+}
+
+impl TestClient {
+    pub fn connect_with(addr: SocketAddr, config: ClientConfig) -> TestClient {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_nodelay(true).unwrap();
+        let mut client = TestClient {
+            stream,
+            session: ClientSession::new(config, Instant::now()),
+            input: BytesMut::new(),
+            eof: false,
+        };
+        client.flush();
+        client
+    }
+
+    pub fn connect(addr: SocketAddr, user: &str, device: &str) -> TestClient {
+        TestClient::connect_with(addr, ClientConfig::new(token_for(user, device), user, device))
+    }
+
+    /// Connects and waits for AuthOk.
+    pub fn login(addr: SocketAddr, user: &str, device: &str) -> (TestClient, AuthOk) {
+        let mut client = TestClient::connect(addr, user, device);
+        match client.next_event(Duration::from_secs(5)) {
+            Some(ClientEvent::Authenticated(ok)) => (client, ok),
+            other => panic!("{user}: expected AuthOk, got {other:?}"),
+        }
+    }
+
+    pub fn flush(&mut self) {
+        let out = self.session.output().split();
+        if !out.is_empty() {
+            let _ = self.stream.write_all(&out);
+        }
+    }
+
+    pub fn send(&mut self, key: Option<&str>, payload: &[u8]) -> u64 {
+        let seq = self.session.send(key.map(str::as_bytes), payload, Instant::now()).unwrap();
+        self.flush();
+        seq
+    }
+
+    /// The next event, reading from the socket as needed; `None` on timeout or EOF.
+    pub fn next_event(&mut self, timeout: Duration) -> Option<ClientEvent> {
+        let deadline = Instant::now() + timeout;
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            if let Some(event) = self.session.poll_event() {
+                return Some(event);
+            }
+            let now = Instant::now();
+            if now >= deadline || self.eof {
+                return None;
+            }
+            self.stream.set_read_timeout(Some(deadline - now)).unwrap();
+            match self.stream.read(&mut buf) {
+                Ok(0) => self.eof = true,
+                Ok(n) => {
+                    self.input.extend_from_slice(&buf[..n]);
+                    self.session.handle_input(&mut self.input, Instant::now());
+                    self.flush();
+                }
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(_) => self.eof = true,
+            }
+        }
+    }
+
+    /// Reads events until the session ends; returns the close reason (None if the socket
+    /// ended without a Close frame).
+    pub fn closed_reason(&mut self, timeout: Duration) -> Option<ReasonCode> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            match self.next_event(deadline - Instant::now()) {
+                Some(ClientEvent::Closed { reason, .. }) => return Some(reason),
+                Some(_) => {}
+                None => break,
+            }
+        }
+        match self.session.state() {
+            ClientState::Closed(reason) => Some(reason),
+            _ => None,
+        }
+    }
+
+    /// Sends one echo round trip and checks the Push and the Ack.
+    pub fn echo(&mut self, payload: &[u8]) {
+        let seq = self.send(None, payload);
+        let mut got_push = false;
+        loop {
+            match self.next_event(Duration::from_secs(5)) {
+                Some(ClientEvent::Push(push)) if &push.payload[..] == payload => got_push = true,
+                Some(ClientEvent::Ack { seq: s, code, .. }) if s == seq => {
+                    assert_eq!(code, ReasonCode::OK);
+                    assert!(got_push, "the echo Push comes before the Ack");
+                    return;
+                }
+                Some(_) => {}
+                None => panic!("no echo for seq {seq}"),
+            }
+        }
+    }
+}
+
+/// Reads raw frames from `stream` until EOF; returns the frames decoded.
+pub fn read_frames_to_eof(stream: &mut TcpStream, timeout: Duration) -> Vec<ClientFrame> {
+    stream.set_read_timeout(Some(timeout)).unwrap();
+    let mut input = BytesMut::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => input.extend_from_slice(&buf[..n]),
+        }
+    }
+    let mut frames = Vec::new();
+    while let Ok(Decoded::Frame(frame)) = ClientDecoder::new(usize::MAX).decode(&mut input) {
+        frames.push(frame);
+    }
+    frames
+}
+
+/// The reason of the last Close frame among `frames`.
+pub fn close_reason(frames: &[ClientFrame]) -> Option<ReasonCode> {
+    frames.iter().rev().find_map(|f| match f {
+        ClientFrame::Close(c) => Some(c.reason),
+        _ => None,
+    })
+}

@@ -213,6 +213,7 @@ fn auth_mode(raw: RawAuth, x: &mut Extract) -> AuthMode {
         duration_in(Duration::ZERO, Duration::from_secs(3600)),
     );
     let mut keys = BTreeMap::new();
+    let any_configured = !raw.keys.is_empty();
     for (kid, value) in raw.keys {
         let path = format!("auth.keys.{kid}");
         match value.as_str() {
@@ -225,7 +226,7 @@ fn auth_mode(raw: RawAuth, x: &mut Extract) -> AuthMode {
     }
     match mode.as_str() {
         "token" => {
-            if keys.is_empty() {
+            if !any_configured {
                 x.invalid("auth.keys", "auth.mode = \"token\" needs at least one key (auth.keys.<kid> = \"secret\")");
             }
             AuthMode::Token { keys, max_clock_skew }

@@ -52,6 +52,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match run(Cli::parse().command) {
         Ok(()) => ExitCode::SUCCESS,
@@ -94,32 +95,23 @@ fn serve(path: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
             "auth.mode = \"none\": ANY client is accepted as the user it claims; never use this in production"
         );
     }
+    // Built before the gateway starts, so "listening" means fully up.
+    let signals = compio::runtime::Runtime::new()?;
     let listeners = listener::bind_group(config.listen_tcp, config.workers, 65_535)?;
     let gateway = Gateway::start(config, listeners)?;
     tracing::info!(addr = %gateway.local_addr(), driver = gateway.driver(), "listening; Ctrl-C or SIGTERM to stop");
-    wait_for_signal();
+    signals.block_on(async {
+        let int = compio::signal::ctrl_c();
+        let term = compio::signal::unix::signal(libc::SIGTERM);
+        first_of(int, term).await;
+    });
     tracing::info!("shutting down");
     gateway.shutdown();
     Ok(())
 }
 
-/// Blocks until SIGINT or SIGTERM.
-fn wait_for_signal() {
-    let runtime = match compio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot wait for signals");
-            return;
-        }
-    };
-    runtime.block_on(async {
-        let int = std::pin::pin!(compio::signal::ctrl_c());
-        let term = std::pin::pin!(compio::signal::unix::signal(libc::SIGTERM));
-        futures_select(int, term).await;
-    });
-}
-
-async fn futures_select(a: impl std::future::Future, b: impl std::future::Future) {
+/// Completes when either future does.
+async fn first_of(a: impl std::future::Future, b: impl std::future::Future) {
     let mut a = std::pin::pin!(a);
     let mut b = std::pin::pin!(b);
     std::future::poll_fn(|cx| {

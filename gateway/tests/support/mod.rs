@@ -2,8 +2,9 @@
 //! built on the codec's client session.
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::process::Child;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
@@ -207,4 +208,47 @@ pub fn close_reason(frames: &[ClientFrame]) -> Option<ReasonCode> {
         ClientFrame::Close(c) => Some(c.reason),
         _ => None,
     })
+}
+
+/// Reads the child's log until the "listening" line; returns (addr, driver).
+pub fn wait_listening(child: &mut Child) -> Option<(String, String)> {
+    let stderr = child.stderr.take()?;
+    for line in BufReader::new(stderr).lines() {
+        let line = line.ok()?;
+        if line.contains("listening") {
+            let field = |name: &str| {
+                let start = line.find(&format!("{name}="))? + name.len() + 1;
+                let rest = &line[start..];
+                Some(rest.split_whitespace().next()?.trim_matches('"').to_owned())
+            };
+            return Some((field("addr")?, field("driver")?));
+        }
+    }
+    None
+}
+
+/// A temporary directory removed on drop.
+pub mod tempdir {
+    use std::path::{Path, PathBuf};
+
+    pub struct Dir(PathBuf);
+
+    impl Dir {
+        pub fn new() -> Dir {
+            let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+            let path = std::env::temp_dir().join(format!("ringgate-test-{}-{n}", std::process::id()));
+            std::fs::create_dir_all(&path).unwrap();
+            Dir(path)
+        }
+
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 }

@@ -14,32 +14,34 @@ use ringgate_codec::link::{LinkDecoder, LinkFrame, Upstream};
 
 const BATCH: usize = 1000;
 
-fn sends(payload: &[u8]) -> BytesMut {
+fn sends(key: Option<&[u8]>, payload: &[u8]) -> BytesMut {
     let mut buf = BytesMut::new();
     for seq in 0..BATCH as u64 {
-        encode_send(seq + 1_000, Some(b"room:42"), payload, &mut buf).expect("encodable");
+        encode_send(seq + 1_000, key, payload, &mut buf).expect("encodable");
     }
     buf
 }
 
 fn decode_send(c: &mut Criterion) {
-    let input = sends(&[0xab; 64]);
     let decoder = ClientDecoder::default();
     let mut group = c.benchmark_group("client");
     group.throughput(Throughput::Elements(BATCH as u64));
-    group.bench_function("decode_send_64B", |b| {
-        b.iter_batched_ref(
-            || input.clone(),
-            |buf| {
-                while let Ok(Decoded::Frame(frame)) = decoder.decode(buf) {
-                    if let ClientFrame::Send(send) = frame {
-                        black_box(send.payload);
+    for (name, key) in [("decode_send_64B", Some(&b"room:42"[..])), ("decode_send_64B_no_key", None)] {
+        let input = sends(key, &[0xab; 64]);
+        group.bench_function(name, |b| {
+            b.iter_batched_ref(
+                || input.clone(),
+                |buf| {
+                    while let Ok(Decoded::Frame(frame)) = decoder.decode(buf) {
+                        if let ClientFrame::Send(send) = frame {
+                            black_box(send.payload);
+                        }
                     }
-                }
-            },
-            BatchSize::SmallInput,
-        )
-    });
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
     let payload = [0xcd_u8; 64];
     let mut out = BytesMut::with_capacity(BATCH * 80);
     group.bench_function("encode_push_64B", |b| {

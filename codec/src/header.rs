@@ -65,8 +65,9 @@ pub(crate) fn split_frame(
     if src.len() < total {
         return Ok(Decoded::NeedMore(total - src.len()));
     }
-    let mut frame = src.split_to(total);
-    let body = frame.split_off(header_len).freeze();
+    // Advancing is free; one split shares the buffer (one refcount increment per frame).
+    bytes::Buf::advance(src, header_len);
+    let body = src.split_to(body_len).freeze();
     Ok(Decoded::Frame(RawFrame { op, body }))
 }
 

@@ -114,9 +114,11 @@ fn decode_send(body: Bytes) -> Result<SendFrame, DecodeError> {
     if key_end > body.len() {
         return Err(DecodeError::BadBody { op: "send", reason: "route key runs past the body" });
     }
-    // Both bounds were checked against body.len() above.
+    // Both bounds were checked against body.len() above. The payload reuses the body's
+    // handle (advance is free) so only a route key costs a refcount increment.
     let route_key = (key_len > 0).then(|| body.slice(key_start..key_end));
-    let payload = body.slice(key_end..);
+    let mut payload = body;
+    bytes::Buf::advance(&mut payload, key_end);
     Ok(SendFrame { seq, route_key, payload })
 }
 
@@ -134,7 +136,8 @@ fn decode_ack(body: &[u8]) -> Result<AckFrame, DecodeError> {
 fn decode_push(body: Bytes) -> Result<PushFrame, DecodeError> {
     let (seq, seq_len) = body_varint("push", &body, 10, "bad seq varint")?;
     // seq_len <= body.len(): the varint was read from body.
-    let payload = body.slice(seq_len..);
+    let mut payload = body;
+    bytes::Buf::advance(&mut payload, seq_len);
     Ok(PushFrame { seq, payload })
 }
 

@@ -90,15 +90,16 @@ pub enum ServerEvent {
 #[derive(Debug)]
 pub struct ServerSession {
     state: ServerState,
-    decoder: ClientDecoder,
     /// Auth deadline before `Open`; time of the last inbound frame after.
     clock: Instant,
-    idle_timeout: Duration,
-    in_flight: u32,
-    max_in_flight: u32,
-    max_outbound: usize,
     push_seq: u64,
     output: BytesMut,
+    // Limits as u32: sessions are many, and these never need more.
+    max_frame_len: u32,
+    idle_timeout_ms: u32,
+    in_flight: u32,
+    max_in_flight: u32,
+    max_outbound: u32,
 }
 
 impl ServerSession {
@@ -106,14 +107,14 @@ impl ServerSession {
     pub fn new(config: &ServerConfig, now: Instant) -> Self {
         ServerSession {
             state: ServerState::AwaitingAuth,
-            decoder: ClientDecoder::new(config.max_frame_len),
             clock: now + config.auth_timeout,
-            idle_timeout: config.idle_timeout(),
-            in_flight: 0,
-            max_in_flight: config.max_in_flight,
-            max_outbound: config.max_outbound,
             push_seq: 0,
             output: BytesMut::new(),
+            max_frame_len: u32::try_from(config.max_frame_len).unwrap_or(u32::MAX),
+            idle_timeout_ms: u32::try_from(config.idle_timeout().as_millis()).unwrap_or(u32::MAX),
+            in_flight: 0,
+            max_in_flight: config.max_in_flight,
+            max_outbound: u32::try_from(config.max_outbound).unwrap_or(u32::MAX),
         }
     }
 
@@ -141,7 +142,7 @@ impl ServerSession {
     /// `None` when `input` holds no whole frame (or the session is closed).
     pub fn handle_input(&mut self, input: &mut BytesMut, now: Instant) -> Option<ServerEvent> {
         while !self.is_closed() {
-            let frame = match self.decoder.decode(input) {
+            let frame = match ClientDecoder::new(self.max_frame_len as usize).decode(input) {
                 Ok(Decoded::Frame(frame)) => frame,
                 Ok(Decoded::NeedMore(_)) => return None,
                 Err(e) => return Some(self.close_with(e.reason(), &e.to_string())),
@@ -263,7 +264,7 @@ impl ServerSession {
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
             ServerState::AwaitingAuth | ServerState::Authenticating => Some(self.clock),
-            ServerState::Open => Some(self.clock + self.idle_timeout),
+            ServerState::Open => Some(self.clock + Duration::from_millis(u64::from(self.idle_timeout_ms))),
             ServerState::Closed(_) => None,
         }
     }
@@ -282,7 +283,7 @@ impl ServerSession {
     }
 
     fn check_outbound(&mut self) -> Option<ServerEvent> {
-        if self.output.len() <= self.max_outbound {
+        if self.output.len() <= self.max_outbound as usize {
             return None;
         }
         // Nothing queued here has been handed to the transport, so dropping it keeps frame

@@ -29,14 +29,15 @@ impl Worker {
             }
             LinkFrame::PushToUser(push) => {
                 self.fan_out(fanned_out, || LinkFrame::PushToUser(push.clone()));
-                let targets: Vec<u64> = self.users.get(push.user_id.as_str()).cloned().unwrap_or_default();
+                let targets: Vec<u64> =
+                    self.users.get(push.user_id.as_str()).map(|ids| ids.to_vec()).unwrap_or_default();
                 for id in targets {
                     let device_ok = push.device_ids.is_empty()
                         || self
                             .conns
                             .get(&id)
                             .and_then(|c| c.identity.as_ref())
-                            .is_some_and(|i| push.device_ids.contains(&i.device_id));
+                            .is_some_and(|i| push.device_ids.iter().any(|d| **d == *i.device_id));
                     if device_ok {
                         self.push(id, &push.payload);
                     }
@@ -69,10 +70,14 @@ impl Worker {
                     KickTarget::Conn(id) => self.close(*id, reason, &kick.message, true),
                     KickTarget::User { user_id, device_id } => {
                         self.fan_out(fanned_out, || LinkFrame::Kick(kick.clone()));
-                        let targets: Vec<u64> = self.users.get(user_id.as_str()).cloned().unwrap_or_default();
+                        let targets: Vec<u64> =
+                            self.users.get(user_id.as_str()).map(|ids| ids.to_vec()).unwrap_or_default();
                         for id in targets {
                             let matches = device_id.as_ref().is_none_or(|d| {
-                                self.conns.get(&id).and_then(|c| c.identity.as_ref()).is_some_and(|i| &i.device_id == d)
+                                self.conns
+                                    .get(&id)
+                                    .and_then(|c| c.identity.as_ref())
+                                    .is_some_and(|i| *i.device_id == **d)
                             });
                             if matches {
                                 self.close(id, reason, &kick.message, true);

@@ -48,7 +48,7 @@ impl Link {
             request_id,
             conn_id,
             user_id: identity.user_id.to_string(),
-            device_id: identity.device_id.clone(),
+            device_id: identity.device_id.to_string(),
             platform: identity.platform,
             route_key,
             seq,
@@ -74,7 +74,7 @@ impl Link {
         let event = ConnOpened {
             conn_id,
             user_id: identity.user_id.to_string(),
-            device_id: identity.device_id.clone(),
+            device_id: identity.device_id.to_string(),
             platform: identity.platform,
             since_ms: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
         };
@@ -85,7 +85,7 @@ impl Link {
         let event = ConnClosed {
             conn_id,
             user_id: identity.user_id.to_string(),
-            device_id: identity.device_id.clone(),
+            device_id: identity.device_id.to_string(),
             reason,
         };
         self.event(LinkFrame::ConnClosed(event));

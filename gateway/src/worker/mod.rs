@@ -92,16 +92,13 @@ async fn accept_loop(worker: Rc<RefCell<Worker>>, listener: TcpListener) {
                 continue;
             }
         };
-        let fd = match stream.into_poll_fd() {
-            Ok(fd) => Rc::new(fd),
-            Err(_) => continue,
-        };
+        let Ok(fd) = stream.into_poll_fd() else { continue };
         let _ = fd.set_nonblocking(true);
         let _ = fd.set_tcp_nodelay(true);
-        let admitted = worker.borrow_mut().admit(fd.clone(), Instant::now());
+        let admitted = worker.borrow_mut().admit(fd, Instant::now());
         match admitted {
-            Some(id) => compio::runtime::spawn(conn::run(worker.clone(), id, fd)).detach(),
-            None => refuse(&fd),
+            Ok(id) => compio::runtime::spawn(conn::run(worker.clone(), id)).detach(),
+            Err(fd) => refuse(&fd),
         }
     }
 }

@@ -11,7 +11,7 @@ use ringgate_codec::client::{Auth, AuthOk, PROTOCOL_VERSION, SendFrame};
 use ringgate_codec::session::{ServerEvent, ServerSession};
 
 use super::WorkerMsg;
-use super::conn::{Conn, ConnFd, ConnIdentity, ReadOutcome};
+use super::conn::{Conn, ConnFd, ConnIdentity, ConnIds, ReadOutcome};
 use super::link::Link;
 use super::stats::WorkerStats;
 use super::timer::TimerWheel;
@@ -30,8 +30,10 @@ pub(crate) fn owner_of(conn_id: u64) -> Option<usize> {
 pub(crate) struct Worker {
     pub index: usize,
     pub config: Arc<Config>,
-    pub conns: HashMap<u64, Conn>,
-    pub users: HashMap<Rc<str>, Vec<u64>>,
+    /// Boxed: a table bucket is then 16 bytes instead of a whole connection, which matters
+    /// because the table keeps up to twice the buckets it needs.
+    pub conns: HashMap<u64, Box<Conn>>,
+    pub users: HashMap<Rc<str>, ConnIds>,
     pub rooms: HashMap<Rc<str>, HashSet<u64>>,
     pub link: Link,
     pub peers: Vec<flume::Sender<WorkerMsg>>,
@@ -71,12 +73,12 @@ impl Worker {
         }
     }
 
-    /// Registers an accepted socket; returns its id, or `None` when the worker is full (the
-    /// caller then refuses it).
-    pub fn admit(&mut self, fd: ConnFd, now: Instant) -> Option<u64> {
+    /// Registers an accepted socket and returns its id; gives the socket back when the
+    /// worker is full (the caller then refuses it).
+    pub fn admit(&mut self, fd: ConnFd, now: Instant) -> Result<u64, ConnFd> {
         WorkerStats::inc(&self.stats.accepted);
         if self.conns.len() >= self.max_conns {
-            return None;
+            return Err(fd);
         }
         self.next_conn += 1;
         let id = ((self.index as u64 + 1) << WORKER_SHIFT) | self.next_conn;
@@ -84,9 +86,9 @@ impl Worker {
         if let Some(deadline) = session.poll_timeout() {
             self.timers.arm(id, deadline);
         }
-        self.conns.insert(id, Conn::new(session, fd));
+        self.conns.insert(id, Box::new(Conn::new(session, fd)));
         WorkerStats::inc(&self.stats.active);
-        Some(id)
+        Ok(id)
     }
 
     /// The socket of `id` is readable: read everything available and act on it.
@@ -115,7 +117,7 @@ impl Worker {
     /// A partial frame left in the input makes it a protocol error (a truncated frame).
     pub fn on_socket_gone(&mut self, id: u64) {
         let Some(conn) = self.conns.get_mut(&id) else { return };
-        let reason = if conn.input.is_empty() { ReasonCode::NORMAL } else { ReasonCode::PROTOCOL_ERROR };
+        let reason = if conn.has_partial_input() { ReasonCode::PROTOCOL_ERROR } else { ReasonCode::NORMAL };
         let _ = conn.session.close(reason, "");
         conn.session.output().clear();
         self.finish(id, reason);
@@ -125,7 +127,8 @@ impl Worker {
         loop {
             let event = {
                 let Some(conn) = self.conns.get_mut(&id) else { return };
-                conn.session.handle_input(&mut conn.input, now)
+                let (session, input) = conn.session_and_input();
+                session.handle_input(input, now)
             };
             match event {
                 None => return,
@@ -151,9 +154,13 @@ impl Worker {
                     max_in_flight: self.config.session.max_in_flight,
                     resume_token: None,
                 };
+                let armed = conn.session.poll_timeout();
                 conn.session.accept(&ok, now);
-                // The idle deadline may come before the auth deadline the wheel holds.
-                if let Some(deadline) = conn.session.poll_timeout() {
+                // The wheel holds the auth deadline; when it fires the session gives the idle
+                // deadline. Re-arm now only if the idle deadline comes first.
+                if let Some(deadline) = conn.session.poll_timeout()
+                    && armed.is_none_or(|armed| deadline < armed)
+                {
                     self.timers.arm(id, deadline);
                 }
                 let user: Rc<str> = self
@@ -162,10 +169,11 @@ impl Worker {
                     .map_or_else(|| Rc::from(identity.user_id.as_str()), |(existing, _)| existing.clone());
                 conn.identity = Some(Box::new(ConnIdentity {
                     user_id: user.clone(),
-                    device_id: identity.device_id,
+                    device_id: identity.device_id.into_boxed_str(),
                     platform: identity.platform,
+                    rooms: None,
                 }));
-                self.users.entry(user).or_default().push(id);
+                self.users.entry(user).or_default().insert(id);
                 WorkerStats::inc(&self.stats.authenticated);
                 self.link.conn_opened(id, conn);
                 self.mark_dirty(id);
@@ -244,17 +252,21 @@ impl Worker {
 
     fn finish(&mut self, id: u64, reason: ReasonCode) {
         let Some(mut conn) = self.conns.remove(&id) else { return };
+        // Shut the socket down before letting go: a pending readiness op then completes at
+        // once, so the fd is released even if cancelling that op is delayed (thousands of
+        // timeouts in one tick can outrun the ring), and the peer gets its FIN immediately.
+        let _ = conn.fd.shutdown(std::net::Shutdown::Both);
         self.stats.active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         self.stats.closed_with(reason);
         if let Some(identity) = conn.identity.take() {
             if let Some(ids) = self.users.get_mut(&identity.user_id) {
-                ids.retain(|&c| c != id);
+                ids.remove(id);
                 if ids.is_empty() {
                     self.users.remove(&identity.user_id);
                 }
             }
-            for room in conn.rooms.drain(..) {
-                self.leave_room(id, &room);
+            for room in identity.rooms.iter().flat_map(|r| r.iter()) {
+                self.leave_room(id, room);
             }
             self.link.conn_closed(id, &identity, reason);
         }
@@ -262,10 +274,11 @@ impl Worker {
     }
 
     pub fn join_room(&mut self, id: u64, room: &str) {
-        let Some(conn) = self.conns.get_mut(&id) else { return };
+        // Only authenticated connections are known to backends, so only they join rooms.
+        let Some(identity) = self.conns.get_mut(&id).and_then(|c| c.identity.as_mut()) else { return };
         let room: Rc<str> = self.rooms.get_key_value(room).map_or_else(|| Rc::from(room), |(k, _)| k.clone());
         if self.rooms.entry(room.clone()).or_default().insert(id) {
-            conn.rooms.push(room);
+            identity.rooms.get_or_insert_with(Box::default).push(room);
         }
     }
 
@@ -276,8 +289,8 @@ impl Worker {
                 self.rooms.remove(room);
             }
         }
-        if let Some(conn) = self.conns.get_mut(&id) {
-            conn.rooms.retain(|r| &**r != room);
+        if let Some(rooms) = self.conns.get_mut(&id).and_then(|c| c.identity.as_mut()).and_then(|i| i.rooms.as_mut()) {
+            rooms.retain(|r| &**r != room);
         }
     }
 

@@ -10,8 +10,9 @@ use std::time::Duration;
 use bytes::BytesMut;
 use ringgate::auth::token::{self, Claims};
 use ringgate::config::IoDriver;
+use ringgate_codec::Decoded;
 use ringgate_codec::ReasonCode;
-use ringgate_codec::client::{Auth, ClientFrame, Platform};
+use ringgate_codec::client::{Auth, ClientDecoder, ClientFrame, Platform};
 use ringgate_codec::session::{ClientConfig, ClientEvent};
 use support::*;
 
@@ -24,11 +25,39 @@ fn auth_ok_and_ping_pong(driver: IoDriver) {
     assert_eq!(ok.node_id, "test-node");
     assert_eq!(ok.protocol_version, 1);
     assert_ne!(ok.connection_id, 0);
-    // A Ping gets a Pong: the client session answers nothing itself, so read raw.
+    client.echo(b"after auth");
+    // A Ping gets a Pong, exactly `02 00` on the wire, and counts as life.
+    let mut raw = TcpStream::connect(gw.local_addr()).unwrap();
+    let auth = ClientFrame::Auth(Auth {
+        protocol_version: 1,
+        token: token_for("bob", "pc"),
+        user_id: "bob".into(),
+        device_id: "pc".into(),
+        platform: Platform::Desktop,
+        resume_token: None,
+    });
+    raw.write_all(&auth.to_bytes().unwrap()).unwrap();
+    raw.set_read_timeout(Some(T)).unwrap();
+    let mut input = BytesMut::new();
+    loop {
+        let mut chunk = [0u8; 512];
+        let n = std::io::Read::read(&mut raw, &mut chunk).unwrap();
+        assert!(n > 0, "closed before AuthOk");
+        input.extend_from_slice(&chunk[..n]);
+        match ClientDecoder::default().decode(&mut input).unwrap() {
+            Decoded::Frame(ClientFrame::AuthOk(_)) => break,
+            Decoded::Frame(other) => panic!("expected AuthOk, got {other:?}"),
+            Decoded::NeedMore(_) => {}
+        }
+    }
     let mut ping = BytesMut::new();
     ringgate_codec::client::encode_ping(&mut ping);
-    client.stream.write_all(&ping).unwrap();
-    client.echo(b"after ping");
+    for _ in 0..3 {
+        raw.write_all(&ping).unwrap();
+        let mut pong = [0u8; 2];
+        std::io::Read::read_exact(&mut raw, &mut pong).unwrap();
+        assert_eq!(pong, [0x02, 0x00]);
+    }
 }
 
 fn auth_refusals(driver: IoDriver) {

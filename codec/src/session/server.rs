@@ -166,7 +166,8 @@ impl ServerSession {
             (ServerState::AwaitingAuth, ClientFrame::Auth(auth)) => self.on_auth(auth),
             (ServerState::Open, ClientFrame::Ping) => {
                 client::encode_pong(&mut self.output);
-                None
+                // A client that pings without reading is a slow consumer too.
+                self.check_outbound()
             }
             (ServerState::Open, ClientFrame::Pong) => None,
             (ServerState::Open, ClientFrame::Send(send)) => self.on_send(send),
@@ -430,6 +431,19 @@ mod tests {
         let out = decode_output(&mut s);
         assert!(matches!(&out[..], [ClientFrame::Close(c)] if c.reason == ReasonCode::SLOW_CONSUMER));
         assert_eq!(s.push(b"late"), Err(None));
+    }
+
+    #[test]
+    fn pings_without_reading_are_bounded() {
+        let config = ServerConfig { max_outbound: 100, ..Default::default() };
+        let t0 = Instant::now();
+        let mut s = open(&config, t0);
+        let mut input = bytes(&vec![ClientFrame::Ping; 60]);
+        let mut closed = None;
+        while let Some(event) = s.handle_input(&mut input, t0) {
+            closed = Some(event);
+        }
+        assert_eq!(closed, Some(ServerEvent::Closed { reason: ReasonCode::SLOW_CONSUMER, by_peer: false }));
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub(crate) type ConnFd = PollFd<Socket>;
 /// Who is on an authenticated connection.
 #[derive(Debug)]
 pub(crate) struct ConnIdentity {
-    pub user_id: Rc<str>,
+    pub user_id: Box<str>,
     pub device_id: Box<str>,
     pub platform: Platform,
     /// Rooms joined; allocated on the first join. Boxed: 8 bytes per idle connection
@@ -48,12 +48,22 @@ struct Bufs {
 pub(crate) struct Conn {
     pub session: ServerSession,
     pub fd: ConnFd,
-    pub identity: Option<Box<ConnIdentity>>,
+    /// Inline rather than boxed: one allocation per connection fewer.
+    pub identity: Option<ConnIdentity>,
     /// The connection's task, woken when it must wait for writability or exit.
     pub waker: Option<Waker>,
     pub want_write: bool,
     /// `None` while idle: an idle connection holds no buffer at all.
     bufs: Option<Box<Bufs>>,
+}
+
+/// The key of a user in a worker's user index: a hash of the id, so the index holds no
+/// copy of it. Colliding users share an entry; lookups check each connection's own id.
+pub(crate) fn user_key(user_id: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    user_id.hash(&mut h);
+    h.finish()
 }
 
 /// The connections of one user on a worker. Nearly always one, kept inline without an

@@ -29,18 +29,9 @@ impl Worker {
             }
             LinkFrame::PushToUser(push) => {
                 self.fan_out(fanned_out, || LinkFrame::PushToUser(push.clone()));
-                let targets: Vec<u64> =
-                    self.users.get(push.user_id.as_str()).map(|ids| ids.to_vec()).unwrap_or_default();
-                for id in targets {
-                    let device_ok = push.device_ids.is_empty()
-                        || self
-                            .conns
-                            .get(&id)
-                            .and_then(|c| c.identity.as_ref())
-                            .is_some_and(|i| push.device_ids.iter().any(|d| **d == *i.device_id));
-                    if device_ok {
-                        self.push(id, &push.payload);
-                    }
+                let devices = (!push.device_ids.is_empty()).then_some(push.device_ids.as_slice());
+                for id in self.conns_of(&push.user_id, devices) {
+                    self.push(id, &push.payload);
                 }
             }
             LinkFrame::PushToRoom(push) => {
@@ -70,18 +61,9 @@ impl Worker {
                     KickTarget::Conn(id) => self.close(*id, reason, &kick.message, true),
                     KickTarget::User { user_id, device_id } => {
                         self.fan_out(fanned_out, || LinkFrame::Kick(kick.clone()));
-                        let targets: Vec<u64> =
-                            self.users.get(user_id.as_str()).map(|ids| ids.to_vec()).unwrap_or_default();
-                        for id in targets {
-                            let matches = device_id.as_ref().is_none_or(|d| {
-                                self.conns
-                                    .get(&id)
-                                    .and_then(|c| c.identity.as_ref())
-                                    .is_some_and(|i| *i.device_id == **d)
-                            });
-                            if matches {
-                                self.close(id, reason, &kick.message, true);
-                            }
+                        let devices = device_id.as_ref().map(std::slice::from_ref);
+                        for id in self.conns_of(user_id, devices) {
+                            self.close(id, reason, &kick.message, true);
                         }
                     }
                 }

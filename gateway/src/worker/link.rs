@@ -41,7 +41,7 @@ impl Link {
         if self.pending.len() >= self.window {
             return Err(ReasonCode::BACKEND_BUSY);
         }
-        let Some(identity) = conn.identity.as_deref() else { return Err(ReasonCode::INTERNAL_ERROR) };
+        let Some(identity) = conn.identity.as_ref() else { return Err(ReasonCode::INTERNAL_ERROR) };
         self.next_request += 1;
         let request_id = self.next_request;
         let upstream = Upstream {
@@ -70,7 +70,7 @@ impl Link {
     }
 
     pub fn conn_opened(&mut self, conn_id: u64, conn: &Conn) {
-        let Some(identity) = conn.identity.as_deref() else { return };
+        let Some(identity) = conn.identity.as_ref() else { return };
         let event = ConnOpened {
             conn_id,
             user_id: identity.user_id.to_string(),

@@ -11,7 +11,7 @@ use ringgate_codec::client::{Auth, AuthOk, PROTOCOL_VERSION, SendFrame};
 use ringgate_codec::session::{ServerEvent, ServerSession};
 
 use super::WorkerMsg;
-use super::conn::{Conn, ConnFd, ConnIdentity, ConnIds, ReadOutcome};
+use super::conn::{Conn, ConnFd, ConnIdentity, ConnIds, ReadOutcome, user_key};
 use super::link::Link;
 use super::stats::WorkerStats;
 use super::timer::TimerWheel;
@@ -33,7 +33,8 @@ pub(crate) struct Worker {
     /// Boxed: a table bucket is then 16 bytes instead of a whole connection, which matters
     /// because the table keeps up to twice the buckets it needs.
     pub conns: HashMap<u64, Box<Conn>>,
-    pub users: HashMap<Rc<str>, ConnIds>,
+    /// user_key(user id) -> connections; see [`user_key`].
+    pub users: HashMap<u64, ConnIds>,
     pub rooms: HashMap<Rc<str>, HashSet<u64>>,
     pub link: Link,
     pub peers: Vec<flume::Sender<WorkerMsg>>,
@@ -104,6 +105,11 @@ impl Worker {
         }
         if let Some(conn) = self.conns.get_mut(&id) {
             conn.trim();
+            // Frames the session answered by itself (Pongs, too-many-in-flight Acks) raise no
+            // event but still need writing.
+            if !conn.session.output().is_empty() {
+                self.dirty.push(id);
+            }
         }
         self.flush_dirty();
     }
@@ -163,17 +169,14 @@ impl Worker {
                 {
                     self.timers.arm(id, deadline);
                 }
-                let user: Rc<str> = self
-                    .users
-                    .get_key_value(identity.user_id.as_str())
-                    .map_or_else(|| Rc::from(identity.user_id.as_str()), |(existing, _)| existing.clone());
-                conn.identity = Some(Box::new(ConnIdentity {
-                    user_id: user.clone(),
+                let key = user_key(&identity.user_id);
+                conn.identity = Some(ConnIdentity {
+                    user_id: identity.user_id.into_boxed_str(),
                     device_id: identity.device_id.into_boxed_str(),
                     platform: identity.platform,
                     rooms: None,
-                }));
-                self.users.entry(user).or_default().insert(id);
+                });
+                self.users.entry(key).or_default().insert(id);
                 WorkerStats::inc(&self.stats.authenticated);
                 self.link.conn_opened(id, conn);
                 self.mark_dirty(id);
@@ -259,10 +262,11 @@ impl Worker {
         self.stats.active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         self.stats.closed_with(reason);
         if let Some(identity) = conn.identity.take() {
-            if let Some(ids) = self.users.get_mut(&identity.user_id) {
+            let key = user_key(&identity.user_id);
+            if let Some(ids) = self.users.get_mut(&key) {
                 ids.remove(id);
                 if ids.is_empty() {
-                    self.users.remove(&identity.user_id);
+                    self.users.remove(&key);
                 }
             }
             for room in identity.rooms.iter().flat_map(|r| r.iter()) {
@@ -310,6 +314,19 @@ impl Worker {
             }
         }
         self.due = due;
+    }
+
+    /// The connections of `user_id` on this worker, optionally only those of `device`.
+    pub fn conns_of(&self, user_id: &str, device: Option<&[String]>) -> Vec<u64> {
+        let Some(ids) = self.users.get(&user_key(user_id)) else { return Vec::new() };
+        let mut ids = ids.to_vec();
+        ids.retain(|id| {
+            self.conns
+                .get(id)
+                .and_then(|c| c.identity.as_ref())
+                .is_some_and(|i| *i.user_id == *user_id && device.is_none_or(|d| d.iter().any(|d| **d == *i.device_id)))
+        });
+        ids
     }
 
     pub fn mark_dirty(&mut self, id: u64) {

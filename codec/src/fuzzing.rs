@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
-use crate::client::{AuthOk, ClientDecoder};
+use crate::client::{AuthOk, ClientDecoder, ClientFrame};
 use crate::header::Decoded;
 use crate::link::{LinkDecoder, LinkFrame};
 use crate::reason::ReasonCode;
@@ -17,27 +17,27 @@ use crate::session::{ServerConfig, ServerEvent, ServerSession};
 /// re-encoding.
 pub fn client_decoder(data: &[u8]) {
     let decoder = ClientDecoder::new(4096);
-    let chunk = usize::from(data.first().copied().unwrap_or(1) % 7) + 1;
-    let whole = decode_all(data, data.len().max(1), |b| decoder.decode(b));
-    let chunked = decode_all(data, chunk, |b| decoder.decode(b));
-    assert_eq!(whole, chunked, "chunking changed the result");
-    for frame in whole.0 {
-        let bytes = frame.to_bytes().expect("a decoded frame re-encodes");
-        let again = decoder.decode(&mut BytesMut::from(&bytes[..]));
-        assert_eq!(again, Ok(Decoded::Frame(frame)), "re-encoded frame decodes to itself");
-    }
+    decoder_invariants(data, |b| decoder.decode(b), |f: &ClientFrame| f.to_bytes());
 }
 
 /// The link decoder under the same invariants as [`client_decoder`].
 pub fn link_decoder(data: &[u8]) {
     let decoder = LinkDecoder::new(4096);
+    decoder_invariants(data, |b| decoder.decode(b), LinkFrame::to_bytes);
+}
+
+fn decoder_invariants<F: PartialEq + std::fmt::Debug>(
+    data: &[u8],
+    decode: impl Fn(&mut BytesMut) -> Result<Decoded<F>, crate::DecodeError>,
+    encode: impl Fn(&F) -> Result<bytes::Bytes, crate::EncodeError>,
+) {
     let chunk = usize::from(data.first().copied().unwrap_or(1) % 7) + 1;
-    let whole = decode_all(data, data.len().max(1), |b| decoder.decode(b));
-    let chunked = decode_all(data, chunk, |b| decoder.decode(b));
+    let whole = decode_all(data, data.len().max(1), &decode);
+    let chunked = decode_all(data, chunk, &decode);
     assert_eq!(whole, chunked, "chunking changed the result");
     for frame in whole.0 {
-        let bytes: bytes::Bytes = LinkFrame::to_bytes(&frame).expect("a decoded frame re-encodes");
-        let again = decoder.decode(&mut BytesMut::from(&bytes[..]));
+        let bytes = encode(&frame).expect("a decoded frame re-encodes");
+        let again = decode(&mut BytesMut::from(&bytes[..]));
         assert_eq!(again, Ok(Decoded::Frame(frame)), "re-encoded frame decodes to itself");
     }
 }
@@ -92,10 +92,10 @@ fn auth_ok() -> AuthOk {
 
 type Outcome<F> = (Vec<F>, Option<crate::DecodeError>);
 
-fn decode_all<F, E: Into<crate::DecodeError>>(
+fn decode_all<F>(
     data: &[u8],
     chunk: usize,
-    mut decode: impl FnMut(&mut BytesMut) -> Result<Decoded<F>, E>,
+    decode: impl Fn(&mut BytesMut) -> Result<Decoded<F>, crate::DecodeError>,
 ) -> Outcome<F> {
     let mut input = BytesMut::new();
     let mut frames = Vec::new();
@@ -108,7 +108,7 @@ fn decode_all<F, E: Into<crate::DecodeError>>(
                     assert!(n >= 1, "NeedMore(0)");
                     break;
                 }
-                Err(e) => return (frames, Some(e.into())),
+                Err(e) => return (frames, Some(e)),
             }
         }
     }

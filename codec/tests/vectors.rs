@@ -39,39 +39,46 @@ fn doc_vectors() -> BTreeMap<String, Vec<u8>> {
     vectors
 }
 
+/// Checks each named frame against the doc's bytes, both ways; collects names the doc lacks.
+fn check<F: PartialEq + std::fmt::Debug>(
+    vectors: Vec<(&'static str, F)>,
+    encode: impl Fn(&F) -> Vec<u8>,
+    decode: impl Fn(&mut BytesMut) -> Decoded<F>,
+    doc: &BTreeMap<String, Vec<u8>>,
+    missing: &mut Vec<&'static str>,
+) {
+    let print = std::env::var_os("RINGGATE_PRINT_VECTORS").is_some();
+    for (name, frame) in vectors {
+        let encoded = encode(&frame);
+        if print {
+            println!("# vector: {name}\n{}\n", common::hex(&encoded));
+        }
+        let Some(bytes) = doc.get(name) else {
+            missing.push(name);
+            continue;
+        };
+        assert_eq!(common::hex(&encoded), common::hex(bytes), "{name}: encoding differs from the doc");
+        let mut input = BytesMut::from(&bytes[..]);
+        assert_eq!(decode(&mut input), Decoded::Frame(frame), "{name}");
+        assert!(input.is_empty(), "{name}: trailing bytes");
+    }
+}
+
 #[test]
 fn doc_hex_examples_are_golden_vectors() {
     let print = std::env::var_os("RINGGATE_PRINT_VECTORS").is_some();
     let doc = doc_vectors();
     let mut missing = Vec::new();
-    for (name, frame) in common::client_vectors() {
-        let encoded = frame.to_bytes().unwrap();
-        if print {
-            println!("# vector: {name}\n{}\n", common::hex(&encoded));
-        }
-        let Some(bytes) = doc.get(name) else {
-            missing.push(name);
-            continue;
-        };
-        assert_eq!(common::hex(&encoded), common::hex(bytes), "{name}: encoding differs from the doc");
-        let mut input = BytesMut::from(&bytes[..]);
-        assert_eq!(ClientDecoder::default().decode(&mut input).unwrap(), Decoded::Frame(frame), "{name}");
-        assert!(input.is_empty(), "{name}: trailing bytes");
-    }
-    for (name, frame) in common::link_vectors() {
-        let encoded = frame.to_bytes().unwrap();
-        if print {
-            println!("# vector: {name}\n{}\n", common::hex(&encoded));
-        }
-        let Some(bytes) = doc.get(name) else {
-            missing.push(name);
-            continue;
-        };
-        assert_eq!(common::hex(&encoded), common::hex(bytes), "{name}: encoding differs from the doc");
-        let mut input = BytesMut::from(&bytes[..]);
-        assert_eq!(LinkDecoder::default().decode(&mut input).unwrap(), Decoded::Frame(frame), "{name}");
-        assert!(input.is_empty(), "{name}: trailing bytes");
-    }
+    let client = ClientDecoder::default();
+    check(
+        common::client_vectors(),
+        |f| f.to_bytes().unwrap().to_vec(),
+        |b| client.decode(b).unwrap(),
+        &doc,
+        &mut missing,
+    );
+    let link = LinkDecoder::default();
+    check(common::link_vectors(), |f| f.to_bytes().unwrap().to_vec(), |b| link.decode(b).unwrap(), &doc, &mut missing);
     assert!(print || missing.is_empty(), "vectors missing from docs/protocol.md: {missing:?}");
     assert!(print || doc.len() >= 25, "the doc should hold every vector, found {}", doc.len());
 }

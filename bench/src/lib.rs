@@ -5,5 +5,6 @@ pub mod conn;
 pub mod drivers;
 pub mod gateway;
 pub mod procinfo;
+pub mod ring;
 pub mod run;
 pub mod stats;

@@ -59,6 +59,11 @@ enum Cmd {
     },
     /// io_uring vs epoll, side by side in one run, on gateway child processes.
     Drivers(DriversArgs),
+    /// Consistent-hashing quality: keys moved when a backend is added or removed, balance.
+    Ring {
+        #[arg(long, default_value_t = 100_000)]
+        keys: usize,
+    },
 }
 
 fn identity(i: usize) -> ClientConfig {
@@ -100,6 +105,10 @@ fn main() -> ExitCode {
                 p.p999_us,
                 stats.errors
             );
+            ExitCode::SUCCESS
+        }
+        Cmd::Ring { keys } => {
+            ringgate_bench::ring::report(keys);
             ExitCode::SUCCESS
         }
         Cmd::Drivers(args) => match drivers::run(&args) {

@@ -12,9 +12,8 @@ use ringgate_codec::ReasonCode;
 
 use crate::backend::embedded;
 use crate::config::Config;
-use crate::worker::link::Link;
 use crate::worker::stats::WorkerStats;
-use crate::worker::{self, WorkerMsg, WorkerSetup};
+use crate::worker::{self, Backends, WorkerMsg, WorkerSetup};
 
 /// Queue length of each worker's inbox and of the embedded backend's input.
 const QUEUE: usize = 65_536;
@@ -40,7 +39,13 @@ impl Gateway {
         let config = Arc::new(config);
         let node_epoch = SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_millis() as u64);
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..listeners.len()).map(|_| flume::bounded(QUEUE)).unzip();
-        let (backend_tx, backend) = embedded::spawn(&config.node_id, node_epoch, senders.clone(), QUEUE)?;
+        let (backends, backend) = match &config.backend {
+            Some(tcp) => (Backends::Tcp(Arc::new(tcp.clone())), None),
+            None => {
+                let (tx, handle) = embedded::spawn(&config.node_id, node_epoch, senders.clone(), QUEUE)?;
+                (Backends::Embedded(tx), Some(handle))
+            }
+        };
         let mut workers = Vec::new();
         let mut stats = Vec::new();
         let mut driver = "unknown";
@@ -53,7 +58,8 @@ impl Gateway {
                 listener,
                 inbox,
                 peers: senders.clone(),
-                link: Link::new(index as u64, backend_tx.clone(), usize::MAX),
+                backends: backends.clone(),
+                node_epoch,
                 stats: worker_stats,
             };
             let (started_tx, started_rx) = std::sync::mpsc::channel();
@@ -68,7 +74,8 @@ impl Gateway {
             workers.push(handle);
         }
         tracing::info!(node = %config.node_id, %local_addr, driver, workers = workers.len(), "gateway started");
-        Ok(Gateway { local_addr, driver, inboxes: senders, workers, backend: Some(backend), stats, node_epoch })
+        drop(backends);
+        Ok(Gateway { local_addr, driver, inboxes: senders, workers, backend, stats, node_epoch })
     }
 
     /// The address clients connect to.

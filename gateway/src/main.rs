@@ -24,6 +24,17 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Run the reference backend (echo, rooms, pushes) on a TCP listener, for trials and tests.
+    ReferenceBackend {
+        #[arg(long, default_value = "127.0.0.1:7100")]
+        listen: std::net::SocketAddr,
+        /// Backend id, sent in HelloAck and answered to `whoami`.
+        #[arg(long, default_value = "reference")]
+        id: String,
+        /// Most unacknowledged Upstreams accepted per link.
+        #[arg(long, default_value_t = 4096)]
+        window: u32,
+    },
     /// Check a config file; prints every problem and exits non-zero if there is one.
     CheckConfig { file: PathBuf },
     /// Mint a signed client token with a key from a config file (for testing).
@@ -66,6 +77,7 @@ fn main() -> ExitCode {
 fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
     match command {
         Command::Run { config } => serve(&config.unwrap_or_else(|| PathBuf::from("config/ringgate.toml"))),
+        Command::ReferenceBackend { listen, id, window } => reference_backend(listen, id, window),
         Command::CheckConfig { file } => {
             Config::load(&file)?;
             println!("{}: ok", file.display());
@@ -108,6 +120,18 @@ fn serve(path: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
     tracing::info!("shutting down");
     gateway.shutdown();
     Ok(())
+}
+
+fn reference_backend(listen: std::net::SocketAddr, id: String, window: u32) -> Result<(), Box<dyn std::error::Error>> {
+    let runtime = compio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        let std_listener = listener::bind_group(listen, 1, 4096)?.remove(0);
+        let listener = compio::net::TcpListener::from_std(std_listener)?;
+        tracing::info!(addr = %listener.local_addr()?, %id, "reference backend listening");
+        let server = ringgate::backend::server::serve(listener, id, window);
+        first_of(server, compio::signal::ctrl_c()).await;
+        Ok::<(), Box<dyn std::error::Error>>(())
+    })
 }
 
 /// Completes when either future does.

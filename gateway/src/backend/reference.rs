@@ -14,6 +14,9 @@
 //! | `user:ID` | the payload is pushed to every connection of user ID on every node | ok |
 //! | `broadcast` | the payload is pushed to every connection on every node | ok |
 //! | `reject` | nothing | backend_rejected |
+//!
+//! With no route key, the payload `whoami` is answered with this backend's id instead of an
+//! echo, so tests can see which backend a key was routed to.
 
 use std::collections::BTreeMap;
 
@@ -138,6 +141,8 @@ impl ReferenceBackend {
             self.to_every_node(link, LinkFrame::Broadcast(Broadcast { push_id: 0, payload: up.payload }), out);
         } else if key == "reject" {
             code = ReasonCode::BACKEND_REJECTED;
+        } else if key.is_empty() && &up.payload[..] == b"whoami" {
+            reply = Some(bytes::Bytes::from(self.id.clone()));
         } else {
             reply = Some(up.payload);
         }

@@ -40,6 +40,20 @@ pub enum AuthMode {
     None,
 }
 
+/// Where client Sends go when the embedded backend is not used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendConfig {
+    /// Backend addresses (VIPs); every worker keeps a link to each.
+    pub addresses: Vec<SocketAddr>,
+    /// Most unacknowledged Upstreams per link (the backend may lower it).
+    pub window: u32,
+    /// Most bytes queued for one link; beyond it Sends are answered backend_busy.
+    pub link_buffer: usize,
+    pub connect_timeout: Duration,
+    pub reconnect_min: Duration,
+    pub reconnect_max: Duration,
+}
+
 /// The whole, validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -56,6 +70,8 @@ pub struct Config {
     /// Granularity of the per-worker timer wheel.
     pub timer_tick: Duration,
     pub auth: AuthMode,
+    /// `None`: the embedded reference backend.
+    pub backend: Option<BackendConfig>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -67,6 +83,18 @@ struct Raw {
     limits: RawLimits,
     session: RawSession,
     auth: RawAuth,
+    backend: Option<RawBackend>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawBackend {
+    addresses: Option<Value>,
+    window: Option<Value>,
+    link_buffer_bytes: Option<Value>,
+    connect_timeout: Option<Value>,
+    reconnect_min: Option<Value>,
+    reconnect_max: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -191,6 +219,7 @@ impl Config {
             ) as usize,
             session,
             auth: auth_mode(raw.auth, x),
+            backend: raw.backend.map(|b| backend(b, x)),
         }
     }
 }
@@ -236,6 +265,41 @@ fn auth_mode(raw: RawAuth, x: &mut Extract) -> AuthMode {
             x.invalid("auth.mode", format!("{other:?} is not one of \"token\", \"none\""));
             AuthMode::None
         }
+    }
+}
+
+fn backend(raw: RawBackend, x: &mut Extract) -> BackendConfig {
+    let addresses = x.get("backend.addresses", raw.addresses, Vec::new(), |v| {
+        let list = v.as_array().ok_or_else(|| format!("expected an array of \"ip:port\", found {}", v.type_str()))?;
+        list.iter().map(socket_addr).collect()
+    });
+    if addresses.is_empty() {
+        x.invalid("backend.addresses", "list at least one backend address, or remove [backend] for the embedded one");
+    }
+    let secs = |s| Duration::from_secs(s);
+    BackendConfig {
+        addresses,
+        window: x.get("backend.window", raw.window, 1024, int_in(1, 1 << 20)) as u32,
+        link_buffer: x.get("backend.link_buffer_bytes", raw.link_buffer_bytes, 4 << 20, int_in(64 << 10, 1 << 30))
+            as usize,
+        connect_timeout: x.get(
+            "backend.connect_timeout",
+            raw.connect_timeout,
+            secs(2),
+            duration_in(Duration::from_millis(10), secs(60)),
+        ),
+        reconnect_min: x.get(
+            "backend.reconnect_min",
+            raw.reconnect_min,
+            Duration::from_millis(100),
+            duration_in(Duration::from_millis(1), secs(60)),
+        ),
+        reconnect_max: x.get(
+            "backend.reconnect_max",
+            raw.reconnect_max,
+            secs(5),
+            duration_in(Duration::from_millis(1), secs(600)),
+        ),
     }
 }
 

@@ -13,19 +13,21 @@ use super::state::{Worker, owner_of};
 impl Worker {
     /// Handles a frame read from this worker's link (`fanned_out` false) or passed on by
     /// another worker (`fanned_out` true, deliver locally only).
-    pub fn on_backend(&mut self, frame: LinkFrame, fanned_out: bool) {
+    /// `link` is the index of the backend link the frame came from (on this or the
+    /// forwarding worker; every worker has the same links in the same order).
+    pub fn on_backend(&mut self, link: usize, frame: LinkFrame, fanned_out: bool) {
         match frame {
             LinkFrame::UpstreamAck(ack) => {
-                if let Some((conn, seq)) = self.link.take_pending(ack.request_id) {
+                if let Some((conn, seq)) = self.links.get_mut(link).and_then(|l| l.take_pending(ack.request_id)) {
                     self.ack(conn, seq, ack.code, ack.reply.as_deref());
                 }
             }
             LinkFrame::PushToConn(push) => {
                 if !self.is_local(push.conn_id) {
-                    return self.forward_to_owner(push.conn_id, LinkFrame::PushToConn(push));
+                    return self.forward_to_owner(link, push.conn_id, LinkFrame::PushToConn(push));
                 }
                 let delivered = self.push(push.conn_id, &push.payload);
-                self.report(push.push_id, u32::from(delivered));
+                self.report(link, push.push_id, u32::from(delivered));
             }
             LinkFrame::PushToUser(push) => {
                 self.fan_out(fanned_out, || LinkFrame::PushToUser(push.clone()));
@@ -52,12 +54,14 @@ impl Worker {
             }
             LinkFrame::JoinRoom(m) if self.is_local(m.conn_id) => self.join_room(m.conn_id, &m.room),
             LinkFrame::LeaveRoom(m) if self.is_local(m.conn_id) => self.leave_room(m.conn_id, &m.room),
-            LinkFrame::JoinRoom(m) => self.forward_to_owner(m.conn_id, LinkFrame::JoinRoom(m)),
-            LinkFrame::LeaveRoom(m) => self.forward_to_owner(m.conn_id, LinkFrame::LeaveRoom(m)),
+            LinkFrame::JoinRoom(m) => self.forward_to_owner(link, m.conn_id, LinkFrame::JoinRoom(m)),
+            LinkFrame::LeaveRoom(m) => self.forward_to_owner(link, m.conn_id, LinkFrame::LeaveRoom(m)),
             LinkFrame::Kick(kick) => {
                 let reason = if kick.reason.0 == 0 { ReasonCode::KICKED } else { kick.reason };
                 match &kick.target {
-                    KickTarget::Conn(id) if !self.is_local(*id) => self.forward_to_owner(*id, LinkFrame::Kick(kick)),
+                    KickTarget::Conn(id) if !self.is_local(*id) => {
+                        self.forward_to_owner(link, *id, LinkFrame::Kick(kick))
+                    }
                     KickTarget::Conn(id) => self.close(*id, reason, &kick.message, true),
                     KickTarget::User { user_id, device_id } => {
                         self.fan_out(fanned_out, || LinkFrame::Kick(kick.clone()));
@@ -77,12 +81,12 @@ impl Worker {
         owner_of(conn_id) == Some(self.index)
     }
 
-    fn forward_to_owner(&mut self, conn_id: u64, frame: LinkFrame) {
+    fn forward_to_owner(&mut self, link: usize, conn_id: u64, frame: LinkFrame) {
         let delivered = owner_of(conn_id)
             .and_then(|w| self.peers.get(w))
-            .is_some_and(|peer| peer.try_send(WorkerMsg::FromBackend(frame.clone())).is_ok());
+            .is_some_and(|peer| peer.try_send(WorkerMsg::FromBackend { link, frame: frame.clone() }).is_ok());
         if !delivered && let LinkFrame::PushToConn(push) = &frame {
-            self.report(push.push_id, 0);
+            self.report(link, push.push_id, 0);
         }
     }
 
@@ -98,11 +102,13 @@ impl Worker {
         }
     }
 
-    fn report(&mut self, push_id: u64, delivered: u32) {
+    fn report(&mut self, link: usize, push_id: u64, delivered: u32) {
         if push_id == 0 {
             return;
         }
         let code = if delivered == 0 { ReasonCode::NOT_DELIVERED } else { ReasonCode::OK };
-        self.link.event(LinkFrame::PushResult(PushResult { push_id, delivered, code }));
+        if let Some(link) = self.links.get_mut(link) {
+            link.event(LinkFrame::PushResult(PushResult { push_id, delivered, code }));
+        }
     }
 }

@@ -1,32 +1,130 @@
-//! A worker's link to a backend, from the worker's side: request ids, the upstream window,
-//! and the Sends waiting for their UpstreamAck. The transport behind `tx` is the embedded
-//! backend's channel today; TCP links plug in behind the same sender.
+//! A worker's link to one backend, from the worker's side: request ids, the upstream window,
+//! the Sends waiting for their UpstreamAck, and the transport the frames go out on.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::task::Waker;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use ringgate_codec::ReasonCode;
 use ringgate_codec::link::{ConnClosed, ConnOpened, LinkFrame, Upstream};
 
 use super::conn::{Conn, ConnIdentity};
 use crate::backend::embedded::ToBackend;
 
+/// Bytes waiting to be written on a TCP link, and its writer task's waker.
+#[derive(Debug, Default)]
+pub(crate) struct TcpOut {
+    pub buf: BytesMut,
+    pub waker: Option<Waker>,
+}
+
+impl TcpOut {
+    pub fn wake(&mut self) {
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) enum Transport {
+    /// The embedded backend's channel: always up.
+    Embedded(flume::Sender<ToBackend>),
+    /// A TCP link; its task writes `TcpOut` and reports up/down.
+    Tcp(Rc<RefCell<TcpOut>>),
+}
+
 #[derive(Debug)]
 pub(crate) struct Link {
+    pub addr: Option<SocketAddr>,
     link_id: u64,
-    tx: flume::Sender<ToBackend>,
+    transport: Transport,
+    up: bool,
     window: usize,
+    max_buffer: usize,
     next_request: u64,
     /// request id -> (conn id, client seq)
     pending: HashMap<u64, (u64, u64)>,
-    /// Events dropped because the link's queue was full.
+    /// Events dropped because the link was down or its buffer full.
     pub events_dropped: u64,
 }
 
 impl Link {
-    pub fn new(link_id: u64, tx: flume::Sender<ToBackend>, window: usize) -> Link {
-        Link { link_id, tx, window: window.max(1), next_request: 0, pending: HashMap::new(), events_dropped: 0 }
+    /// The embedded backend's link (worker index as link id).
+    pub fn embedded(link_id: u64, tx: flume::Sender<ToBackend>) -> Link {
+        Link::new(None, link_id, Transport::Embedded(tx), true, usize::MAX, usize::MAX)
+    }
+
+    /// A TCP link to `addr`, down until its task completes the handshake.
+    pub fn tcp(addr: SocketAddr, out: Rc<RefCell<TcpOut>>, max_buffer: usize) -> Link {
+        Link::new(Some(addr), 0, Transport::Tcp(out), false, 1, max_buffer)
+    }
+
+    fn new(
+        addr: Option<SocketAddr>,
+        link_id: u64,
+        transport: Transport,
+        up: bool,
+        window: usize,
+        max_buffer: usize,
+    ) -> Link {
+        Link {
+            addr,
+            link_id,
+            transport,
+            up,
+            window: window.max(1),
+            max_buffer,
+            next_request: 0,
+            pending: HashMap::new(),
+            events_dropped: 0,
+        }
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.up
+    }
+
+    /// The handshake completed: Upstreams may flow, at most `window` unacknowledged.
+    pub fn set_up(&mut self, window: usize) {
+        self.up = true;
+        self.window = window.max(1);
+    }
+
+    /// The link died: returns every Send still waiting, to be acked `backend_unavailable`.
+    pub fn set_down(&mut self) -> Vec<(u64, u64)> {
+        self.up = false;
+        if let Transport::Tcp(out) = &self.transport {
+            out.borrow_mut().buf.clear();
+        }
+        self.pending.drain().map(|(_, v)| v).collect()
+    }
+
+    /// Queues a frame; the error says why it could not be (busy or unavailable).
+    fn send(&mut self, frame: LinkFrame) -> Result<(), ReasonCode> {
+        if !self.up {
+            return Err(ReasonCode::BACKEND_UNAVAILABLE);
+        }
+        match &self.transport {
+            Transport::Embedded(tx) => match tx.try_send((self.link_id, frame)) {
+                Ok(()) => Ok(()),
+                Err(flume::TrySendError::Full(_)) => Err(ReasonCode::BACKEND_BUSY),
+                Err(flume::TrySendError::Disconnected(_)) => Err(ReasonCode::BACKEND_UNAVAILABLE),
+            },
+            Transport::Tcp(out) => {
+                let mut out = out.borrow_mut();
+                if out.buf.len() >= self.max_buffer {
+                    return Err(ReasonCode::BACKEND_BUSY);
+                }
+                frame.encode(&mut out.buf).map_err(|_| ReasonCode::INTERNAL_ERROR)?;
+                out.wake();
+                Ok(())
+            }
+        }
     }
 
     /// Forwards a client Send as an Upstream. On refusal returns the code to ack the client with.
@@ -38,12 +136,14 @@ impl Link {
         route_key: Option<Bytes>,
         payload: Bytes,
     ) -> Result<(), ReasonCode> {
+        if !self.up {
+            return Err(ReasonCode::BACKEND_UNAVAILABLE);
+        }
         if self.pending.len() >= self.window {
             return Err(ReasonCode::BACKEND_BUSY);
         }
         let Some(identity) = conn.identity.as_ref() else { return Err(ReasonCode::INTERNAL_ERROR) };
-        self.next_request += 1;
-        let request_id = self.next_request;
+        let request_id = self.next_request + 1;
         let upstream = Upstream {
             request_id,
             conn_id,
@@ -54,14 +154,10 @@ impl Link {
             seq,
             payload,
         };
-        match self.tx.try_send((self.link_id, LinkFrame::Upstream(upstream))) {
-            Ok(()) => {
-                self.pending.insert(request_id, (conn_id, seq));
-                Ok(())
-            }
-            Err(flume::TrySendError::Full(_)) => Err(ReasonCode::BACKEND_BUSY),
-            Err(flume::TrySendError::Disconnected(_)) => Err(ReasonCode::BACKEND_UNAVAILABLE),
-        }
+        self.send(LinkFrame::Upstream(upstream))?;
+        self.next_request = request_id;
+        self.pending.insert(request_id, (conn_id, seq));
+        Ok(())
     }
 
     /// The Send an UpstreamAck answers.
@@ -93,7 +189,7 @@ impl Link {
 
     /// Sends a frame that may be dropped under overload (events, push results); counts drops.
     pub fn event(&mut self, frame: LinkFrame) {
-        if self.tx.try_send((self.link_id, frame)).is_err() {
+        if self.send(frame).is_err() {
             self.events_dropped += 1;
         }
     }

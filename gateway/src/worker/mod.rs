@@ -7,6 +7,7 @@ mod downstream;
 pub(crate) mod link;
 pub(crate) mod state;
 pub mod stats;
+mod tcp_link;
 mod timer;
 
 use std::cell::RefCell;
@@ -18,7 +19,7 @@ use std::time::Instant;
 use compio::net::TcpListener;
 use ringgate_codec::ReasonCode;
 use ringgate_codec::client::{ClientFrame, Close};
-use ringgate_codec::link::LinkFrame;
+use ringgate_codec::link::{Hello, LINK_VERSION, LinkFrame};
 use socket2::Socket;
 
 use self::state::Worker;
@@ -28,8 +29,9 @@ use crate::config::Config;
 /// Messages a worker receives on its inbox.
 #[derive(Debug)]
 pub enum WorkerMsg {
-    /// A frame from a backend link, or one forwarded by the worker that read it.
-    FromBackend(LinkFrame),
+    /// A frame from backend link `link` (the embedded backend is link 0), or one forwarded
+    /// by the worker that read it.
+    FromBackend { link: usize, frame: LinkFrame },
     /// A node-wide push already delivered elsewhere; deliver locally only.
     Fanout(LinkFrame),
     /// Close every connection with `server_shutdown` and stop.
@@ -43,8 +45,18 @@ pub(crate) struct WorkerSetup {
     pub listener: std::net::TcpListener,
     pub inbox: flume::Receiver<WorkerMsg>,
     pub peers: Vec<flume::Sender<WorkerMsg>>,
-    pub link: link::Link,
+    pub backends: Backends,
+    pub node_epoch: u64,
     pub stats: Arc<WorkerStats>,
+}
+
+/// Where a worker's Sends go.
+#[derive(Debug, Clone)]
+pub(crate) enum Backends {
+    /// The embedded reference backend's channel.
+    Embedded(flume::Sender<crate::backend::embedded::ToBackend>),
+    /// TCP links to these backends.
+    Tcp(Arc<crate::config::BackendConfig>),
 }
 
 /// Runs a worker on the current thread until it is told to shut down. Reports the driver
@@ -59,6 +71,7 @@ pub(crate) fn run(setup: WorkerSetup, started: std::sync::mpsc::Sender<io::Resul
         }
     };
     let driver = crate::runtime::driver_name(&runtime);
+    let (links, tcp) = links(&setup);
     runtime.block_on(async move {
         let listener = match TcpListener::from_std(setup.listener) {
             Ok(l) => l,
@@ -69,14 +82,49 @@ pub(crate) fn run(setup: WorkerSetup, started: std::sync::mpsc::Sender<io::Resul
         };
         let _ = started.send(Ok(driver));
         let worker =
-            Rc::new(RefCell::new(Worker::new(setup.index, setup.config.clone(), setup.link, setup.peers, setup.stats)));
+            Rc::new(RefCell::new(Worker::new(setup.index, setup.config.clone(), links, setup.peers, setup.stats)));
+        let link_tasks: Vec<_> = tcp
+            .into_iter()
+            .map(|(index, addr, out, hello, config)| {
+                compio::runtime::spawn(tcp_link::run(worker.clone(), index, addr, out, hello, config))
+            })
+            .collect();
         let accept = compio::runtime::spawn(accept_loop(worker.clone(), listener));
         let ticks = compio::runtime::spawn(tick_loop(worker.clone()));
         inbox_loop(worker.clone(), setup.inbox).await;
         drop(accept);
         drop(ticks);
+        drop(link_tasks);
         worker.borrow_mut().close_all(ReasonCode::SERVER_SHUTDOWN);
     });
+}
+
+type TcpLinkSetup = (usize, std::net::SocketAddr, Rc<RefCell<link::TcpOut>>, Hello, Arc<crate::config::BackendConfig>);
+
+/// The worker's links, in ring order, and what each TCP link's task needs.
+fn links(setup: &WorkerSetup) -> (Vec<link::Link>, Vec<TcpLinkSetup>) {
+    match &setup.backends {
+        Backends::Embedded(tx) => (vec![link::Link::embedded(setup.index as u64, tx.clone())], Vec::new()),
+        Backends::Tcp(config) => {
+            let ring = ringgate_router::Ring::new(config.addresses.iter().copied());
+            let mut links = Vec::new();
+            let mut tasks = Vec::new();
+            for (index, addr) in ring.addrs().enumerate() {
+                let out = Rc::new(RefCell::new(link::TcpOut::default()));
+                links.push(link::Link::tcp(addr, out.clone(), config.link_buffer));
+                let hello = Hello {
+                    node_id: setup.config.node_id.clone(),
+                    node_epoch: setup.node_epoch,
+                    worker: setup.index as u32,
+                    link_version: LINK_VERSION,
+                    window: config.window,
+                    max_frame_len: setup.config.session.max_frame_len as u32,
+                };
+                tasks.push((index, addr, out, hello, config.clone()));
+            }
+            (links, tasks)
+        }
+    }
 }
 
 async fn accept_loop(worker: Rc<RefCell<Worker>>, listener: TcpListener) {
@@ -127,8 +175,8 @@ async fn inbox_loop(worker: Rc<RefCell<Worker>>, inbox: flume::Receiver<WorkerMs
         let mut handled = 0;
         while let Some(msg) = next.take() {
             match msg {
-                WorkerMsg::FromBackend(frame) => w.on_backend(frame, false),
-                WorkerMsg::Fanout(frame) => w.on_backend(frame, true),
+                WorkerMsg::FromBackend { link, frame } => w.on_backend(link, frame, false),
+                WorkerMsg::Fanout(frame) => w.on_backend(0, frame, true),
                 WorkerMsg::Shutdown => return,
             }
             handled += 1;

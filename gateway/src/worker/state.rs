@@ -17,6 +17,7 @@ use super::stats::WorkerStats;
 use super::timer::TimerWheel;
 use crate::auth;
 use crate::config::Config;
+use ringgate_router::Ring;
 
 /// Bits of a connection id below the worker index. A conn id is never 0.
 const WORKER_SHIFT: u32 = 48;
@@ -36,7 +37,9 @@ pub(crate) struct Worker {
     /// user_key(user id) -> connections; see [`user_key`].
     pub users: HashMap<u64, ConnIds>,
     pub rooms: HashMap<Rc<str>, HashSet<u64>>,
-    pub link: Link,
+    /// One link per backend, in the ring's order (or the embedded backend's one link).
+    pub links: Vec<Link>,
+    pub ring: Ring,
     pub peers: Vec<flume::Sender<WorkerMsg>>,
     pub timers: TimerWheel,
     pub stats: Arc<WorkerStats>,
@@ -51,7 +54,7 @@ impl Worker {
     pub fn new(
         index: usize,
         config: Arc<Config>,
-        link: Link,
+        links: Vec<Link>,
         peers: Vec<flume::Sender<WorkerMsg>>,
         stats: Arc<WorkerStats>,
     ) -> Worker {
@@ -65,7 +68,8 @@ impl Worker {
             conns: HashMap::new(),
             users: HashMap::new(),
             rooms: HashMap::new(),
-            link,
+            ring: Ring::new(links.iter().filter_map(|l| l.addr)),
+            links,
             peers,
             stats,
             next_conn: 0,
@@ -178,7 +182,9 @@ impl Worker {
                 });
                 self.users.entry(key).or_default().insert(id);
                 WorkerStats::inc(&self.stats.authenticated);
-                self.link.conn_opened(id, conn);
+                if let Some(link) = Self::route_in(&self.ring, &mut self.links, identity_key(conn)) {
+                    link.conn_opened(id, conn);
+                }
                 self.mark_dirty(id);
             }
             Err((reason, message)) => {
@@ -192,7 +198,12 @@ impl Worker {
     fn on_send(&mut self, id: u64, send: SendFrame) {
         WorkerStats::inc(&self.stats.sends);
         let Some(conn) = self.conns.get_mut(&id) else { return };
-        if let Err(code) = self.link.forward(id, conn, send.seq, send.route_key, send.payload) {
+        let key = send.route_key.as_deref().unwrap_or_else(|| identity_key(conn));
+        let result = match Self::route_in(&self.ring, &mut self.links, key) {
+            Some(link) => link.forward(id, conn, send.seq, send.route_key, send.payload),
+            None => Err(ReasonCode::BACKEND_UNAVAILABLE),
+        };
+        if let Err(code) = result {
             if code == ReasonCode::BACKEND_BUSY {
                 WorkerStats::inc(&self.stats.backend_busy);
             }
@@ -272,7 +283,9 @@ impl Worker {
             for room in identity.rooms.iter().flat_map(|r| r.iter()) {
                 self.leave_room(id, room);
             }
-            self.link.conn_closed(id, &identity, reason);
+            if let Some(link) = Self::route_in(&self.ring, &mut self.links, identity.user_id.as_bytes()) {
+                link.conn_closed(id, &identity, reason);
+            }
         }
         conn.wake();
     }
@@ -314,6 +327,29 @@ impl Worker {
             }
         }
         self.due = due;
+    }
+
+    /// The link a routing key goes to: its ring owner, or that key's next choice when the
+    /// owner's link is down. The embedded backend has a single link and no ring.
+    fn route_in<'a>(ring: &Ring, links: &'a mut [Link], key: &[u8]) -> Option<&'a mut Link> {
+        let index = if ring.is_empty() { 0 } else { ring.pick(key, |i| links.get(i).is_some_and(Link::is_up))? };
+        links.get_mut(index).filter(|l| l.is_up())
+    }
+
+    /// Link `index` finished its handshake.
+    pub fn link_up(&mut self, index: usize, window: usize) {
+        if let Some(link) = self.links.get_mut(index) {
+            link.set_up(window);
+        }
+    }
+
+    /// Link `index` died: every Send waiting on it gets `backend_unavailable`, exactly once.
+    pub fn link_down(&mut self, index: usize) {
+        let pending = self.links.get_mut(index).map(Link::set_down).unwrap_or_default();
+        for (conn, seq) in pending {
+            self.ack(conn, seq, ReasonCode::BACKEND_UNAVAILABLE, None);
+        }
+        self.flush_dirty();
     }
 
     /// The connections of `user_id` on this worker, optionally only those of `device`.
@@ -361,6 +397,11 @@ impl Worker {
             self.close(id, reason, "", false);
         }
     }
+}
+
+/// A connection's default routing key: its user id.
+fn identity_key(conn: &Conn) -> &[u8] {
+    conn.identity.as_ref().map_or(&[], |i| i.user_id.as_bytes())
 }
 
 fn unix_ms() -> u64 {

@@ -212,16 +212,25 @@ pub fn close_reason(frames: &[ClientFrame]) -> Option<ReasonCode> {
 
 /// Reads the child's log until the "listening" line; returns (addr, driver).
 pub fn wait_listening(child: &mut Child) -> Option<(String, String)> {
+    wait_log_field(child, "listening;", "addr", "driver")
+}
+
+/// Reads the child's log until a line containing `marker`; returns two of its fields. The
+/// rest of the log is drained in the background so the child never blocks on the pipe.
+pub fn wait_log_field(child: &mut Child, marker: &str, a: &str, b: &str) -> Option<(String, String)> {
     let stderr = child.stderr.take()?;
-    for line in BufReader::new(stderr).lines() {
+    let mut lines = BufReader::new(stderr).lines();
+    for line in lines.by_ref() {
         let line = line.ok()?;
-        if line.contains("listening") {
+        if line.contains(marker) {
             let field = |name: &str| {
                 let start = line.find(&format!("{name}="))? + name.len() + 1;
                 let rest = &line[start..];
                 Some(rest.split_whitespace().next()?.trim_matches('"').to_owned())
             };
-            return Some((field("addr")?, field("driver")?));
+            let found = (field(a)?, field(b)?);
+            std::thread::spawn(move || for _ in lines {});
+            return Some(found);
         }
     }
     None

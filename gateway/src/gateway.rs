@@ -3,8 +3,8 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -12,6 +12,7 @@ use ringgate_codec::ReasonCode;
 
 use crate::backend::embedded;
 use crate::config::Config;
+use crate::control::dns::DiscoveryState;
 use crate::worker::stats::WorkerStats;
 use crate::worker::{self, Backends, WorkerMsg, WorkerSetup};
 
@@ -28,6 +29,15 @@ pub struct Gateway {
     backend: Option<JoinHandle<()>>,
     stats: Vec<Arc<WorkerStats>>,
     node_epoch: u64,
+    discovery: Option<Discovery>,
+}
+
+/// The DNS discovery thread and what it has seen.
+#[derive(Debug)]
+struct Discovery {
+    state: Arc<Mutex<DiscoveryState>>,
+    stop: Option<flume::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
 }
 
 impl Gateway {
@@ -75,7 +85,11 @@ impl Gateway {
         }
         tracing::info!(node = %config.node_id, %local_addr, driver, workers = workers.len(), "gateway started");
         drop(backends);
-        Ok(Gateway { local_addr, driver, inboxes: senders, workers, backend, stats, node_epoch })
+        let discovery = match config.backend.as_ref().map(|b| &b.discovery) {
+            Some(crate::config::Discovery::Dns(target)) => Some(start_discovery(target.clone(), senders.clone())?),
+            _ => None,
+        };
+        Ok(Gateway { local_addr, driver, inboxes: senders, workers, backend, stats, node_epoch, discovery })
     }
 
     /// The address clients connect to.
@@ -108,12 +122,23 @@ impl Gateway {
         self.stats.iter().map(|s| s.closed_count(reason)).sum()
     }
 
+    /// What DNS discovery has seen (`None` without DNS discovery).
+    pub fn discovery(&self) -> Option<DiscoveryState> {
+        self.discovery.as_ref().and_then(|d| d.state.lock().ok().map(|s| s.clone()))
+    }
+
     /// Closes every connection with `server_shutdown` and waits for the workers to stop.
     pub fn shutdown(mut self) {
         self.stop();
     }
 
     fn stop(&mut self) {
+        if let Some(d) = self.discovery.as_mut() {
+            d.stop.take();
+            if let Some(t) = d.thread.take() {
+                let _ = t.join();
+            }
+        }
         for inbox in &self.inboxes {
             let _ = inbox.send(WorkerMsg::Shutdown);
         }
@@ -125,6 +150,16 @@ impl Gateway {
             let _ = backend.join();
         }
     }
+}
+
+fn start_discovery(target: crate::config::DnsTarget, workers: Vec<flume::Sender<WorkerMsg>>) -> io::Result<Discovery> {
+    let state = Arc::new(Mutex::new(DiscoveryState::default()));
+    let (stop_tx, stop_rx) = flume::bounded::<()>(1);
+    let thread_state = state.clone();
+    let thread = std::thread::Builder::new()
+        .name("ringgate-dns".into())
+        .spawn(move || crate::control::dns::run(target, workers, thread_state, stop_rx))?;
+    Ok(Discovery { state, stop: Some(stop_tx), thread: Some(thread) })
 }
 
 impl Drop for Gateway {

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod backend;
 pub mod config;
+pub mod control;
 pub mod gateway;
 pub mod listener;
 pub mod runtime;

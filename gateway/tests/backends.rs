@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ringgate::config::{AuthMode, BackendConfig, IoDriver};
+use ringgate::config::{AuthMode, BackendConfig, Discovery, IoDriver};
 use ringgate_codec::ReasonCode;
 use ringgate_codec::session::{ClientConfig, ClientEvent};
 use ringgate_router::Ring;
@@ -71,7 +71,7 @@ fn failover(driver: IoDriver) {
     let mut config = support::config(driver);
     config.auth = AuthMode::None;
     config.backend = Some(BackendConfig {
-        addresses: backends.iter().map(|b| b.addr).collect(),
+        discovery: Discovery::Static(backends.iter().map(|b| b.addr).collect()),
         window: 1024,
         link_buffer: 4 << 20,
         connect_timeout: Duration::from_millis(500),

@@ -20,6 +20,8 @@ use toml::Value;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use value::parse_duration;
+
+pub use crate::control::dns::{DnsTarget, DnsTimers};
 use value::{Extract, boolean, duration_in, int_in, non_empty_string, socket_addr, string};
 
 /// Which io driver the workers use.
@@ -40,11 +42,20 @@ pub enum AuthMode {
     None,
 }
 
+/// How the backend addresses are found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Discovery {
+    /// A fixed list.
+    Static(Vec<SocketAddr>),
+    /// Every A/AAAA record of a DNS name (DNS round-robin), re-resolved on its TTL.
+    Dns(DnsTarget),
+}
+
 /// Where client Sends go when the embedded backend is not used.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendConfig {
     /// Backend addresses (VIPs); every worker keeps a link to each.
-    pub addresses: Vec<SocketAddr>,
+    pub discovery: Discovery,
     /// Most unacknowledged Upstreams per link (the backend may lower it).
     pub window: u32,
     /// Most bytes queued for one link; beyond it Sends are answered backend_busy.
@@ -90,6 +101,13 @@ struct Raw {
 #[serde(default)]
 struct RawBackend {
     addresses: Option<Value>,
+    address: Option<Value>,
+    nameserver: Option<Value>,
+    min_ttl: Option<Value>,
+    max_ttl: Option<Value>,
+    hold_down: Option<Value>,
+    dns_retry: Option<Value>,
+    dns_timeout: Option<Value>,
     window: Option<Value>,
     link_buffer_bytes: Option<Value>,
     connect_timeout: Option<Value>,
@@ -269,16 +287,53 @@ fn auth_mode(raw: RawAuth, x: &mut Extract) -> AuthMode {
 }
 
 fn backend(raw: RawBackend, x: &mut Extract) -> BackendConfig {
-    let addresses = x.get("backend.addresses", raw.addresses, Vec::new(), |v| {
-        let list = v.as_array().ok_or_else(|| format!("expected an array of \"ip:port\", found {}", v.type_str()))?;
-        list.iter().map(socket_addr).collect()
-    });
-    if addresses.is_empty() {
-        x.invalid("backend.addresses", "list at least one backend address, or remove [backend] for the embedded one");
-    }
     let secs = |s| Duration::from_secs(s);
+    let discovery = match (raw.addresses, raw.address) {
+        (Some(list), None) => {
+            let addresses = x.get("backend.addresses", Some(list), Vec::new(), |v| {
+                let list =
+                    v.as_array().ok_or_else(|| format!("expected an array of \"ip:port\", found {}", v.type_str()))?;
+                list.iter().map(socket_addr).collect()
+            });
+            if addresses.is_empty() {
+                x.invalid("backend.addresses", "list at least one backend address");
+            }
+            Discovery::Static(addresses)
+        }
+        (None, Some(name)) => {
+            let (name, port) = x.get("backend.address", Some(name), (String::new(), 0), dns_name);
+            let d = |key: &str, v: Option<Value>, default: Duration, max: Duration| (key.to_owned(), v, default, max);
+            let mut dur = |(key, v, default, max): (String, Option<Value>, Duration, Duration)| {
+                x.get(&key, v, default, duration_in(Duration::from_millis(10), max))
+            };
+            let timers = DnsTimers {
+                min_ttl: dur(d("backend.min_ttl", raw.min_ttl, secs(5), secs(3600))),
+                max_ttl: dur(d("backend.max_ttl", raw.max_ttl, secs(300), secs(86_400))),
+                hold_down: dur(d("backend.hold_down", raw.hold_down, secs(30), secs(86_400))),
+                retry: dur(d("backend.dns_retry", raw.dns_retry, secs(5), secs(3600))),
+                timeout: dur(d("backend.dns_timeout", raw.dns_timeout, secs(2), secs(60))),
+            };
+            if timers.min_ttl > timers.max_ttl {
+                x.invalid("backend.min_ttl", "must not exceed backend.max_ttl");
+            }
+            let nameserver =
+                raw.nameserver.map(|v| x.get("backend.nameserver", Some(v), None, |v| socket_addr(v).map(Some)));
+            Discovery::Dns(DnsTarget { name, port, nameserver: nameserver.flatten(), timers })
+        }
+        (Some(_), Some(_)) => {
+            x.invalid("backend.address", "give either address (a DNS name) or addresses (a list), not both");
+            Discovery::Static(Vec::new())
+        }
+        (None, None) => {
+            x.invalid(
+                "backend",
+                "needs address = \"name:port\" or addresses = [...]; remove [backend] for the embedded backend",
+            );
+            Discovery::Static(Vec::new())
+        }
+    };
     BackendConfig {
-        addresses,
+        discovery,
         window: x.get("backend.window", raw.window, 1024, int_in(1, 1 << 20)) as u32,
         link_buffer: x.get("backend.link_buffer_bytes", raw.link_buffer_bytes, 4 << 20, int_in(64 << 10, 1 << 30))
             as usize,
@@ -301,6 +356,17 @@ fn backend(raw: RawBackend, x: &mut Extract) -> BackendConfig {
             duration_in(Duration::from_millis(1), secs(600)),
         ),
     }
+}
+
+/// `"name:port"` for DNS discovery.
+fn dns_name(v: &Value) -> Result<(String, u16), String> {
+    let s = string(v)?;
+    let (name, port) = s.rsplit_once(':').ok_or_else(|| format!("{s:?} is not name:port"))?;
+    let port: u16 = port.parse().map_err(|_| format!("{s:?}: bad port"))?;
+    if name.is_empty() || name.parse::<std::net::IpAddr>().is_ok() {
+        return Err(format!("{s:?}: give a DNS name here; fixed IPs go in backend.addresses"));
+    }
+    Ok((name.to_owned(), port))
 }
 
 fn default_node_id() -> String {

@@ -8,17 +8,17 @@ use ringgate_codec::ReasonCode;
 use ringgate_codec::link::{KickTarget, LinkFrame, PushResult};
 
 use super::WorkerMsg;
-use super::state::{Worker, owner_of};
+use super::state::{LinkKey, Worker, owner_of};
 
 impl Worker {
     /// Handles a frame read from this worker's link (`fanned_out` false) or passed on by
     /// another worker (`fanned_out` true, deliver locally only).
-    /// `link` is the index of the backend link the frame came from (on this or the
-    /// forwarding worker; every worker has the same links in the same order).
-    pub fn on_backend(&mut self, link: usize, frame: LinkFrame, fanned_out: bool) {
+    /// `link` names the backend link the frame came from, on this or the forwarding worker
+    /// (its address; `None` for the embedded backend).
+    pub fn on_backend(&mut self, link: LinkKey, frame: LinkFrame, fanned_out: bool) {
         match frame {
             LinkFrame::UpstreamAck(ack) => {
-                if let Some((conn, seq)) = self.links.get_mut(link).and_then(|l| l.take_pending(ack.request_id)) {
+                if let Some((conn, seq)) = self.link_mut(link).and_then(|l| l.take_pending(ack.request_id)) {
                     self.ack(conn, seq, ack.code, ack.reply.as_deref());
                 }
             }
@@ -81,7 +81,7 @@ impl Worker {
         owner_of(conn_id) == Some(self.index)
     }
 
-    fn forward_to_owner(&mut self, link: usize, conn_id: u64, frame: LinkFrame) {
+    fn forward_to_owner(&mut self, link: LinkKey, conn_id: u64, frame: LinkFrame) {
         let delivered = owner_of(conn_id)
             .and_then(|w| self.peers.get(w))
             .is_some_and(|peer| peer.try_send(WorkerMsg::FromBackend { link, frame: frame.clone() }).is_ok());
@@ -102,12 +102,12 @@ impl Worker {
         }
     }
 
-    fn report(&mut self, link: usize, push_id: u64, delivered: u32) {
+    fn report(&mut self, link: LinkKey, push_id: u64, delivered: u32) {
         if push_id == 0 {
             return;
         }
         let code = if delivered == 0 { ReasonCode::NOT_DELIVERED } else { ReasonCode::OK };
-        if let Some(link) = self.links.get_mut(link) {
+        if let Some(link) = self.link_mut(link) {
             link.event(LinkFrame::PushResult(PushResult { push_id, delivered, code }));
         }
     }

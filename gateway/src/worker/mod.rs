@@ -11,12 +11,15 @@ mod tcp_link;
 mod timer;
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::io;
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
 use compio::net::TcpListener;
+use compio::runtime::JoinHandle;
 use ringgate_codec::ReasonCode;
 use ringgate_codec::client::{ClientFrame, Close};
 use ringgate_codec::link::{Hello, LINK_VERSION, LinkFrame};
@@ -29,9 +32,11 @@ use crate::config::Config;
 /// Messages a worker receives on its inbox.
 #[derive(Debug)]
 pub enum WorkerMsg {
-    /// A frame from backend link `link` (the embedded backend is link 0), or one forwarded
-    /// by the worker that read it.
-    FromBackend { link: usize, frame: LinkFrame },
+    /// A frame from backend link `link` (its address; `None` for the embedded backend), or
+    /// one forwarded by the worker that read it.
+    FromBackend { link: Option<SocketAddr>, frame: LinkFrame },
+    /// A new backend address set from discovery; links are reconciled to it.
+    Backends(Arc<[SocketAddr]>),
     /// A node-wide push already delivered elsewhere; deliver locally only.
     Fanout(LinkFrame),
     /// Close every connection with `server_shutdown` and stop.
@@ -71,7 +76,7 @@ pub(crate) fn run(setup: WorkerSetup, started: std::sync::mpsc::Sender<io::Resul
         }
     };
     let driver = crate::runtime::driver_name(&runtime);
-    let (links, tcp) = links(&setup);
+    let mut links = LinkTasks::new(&setup);
     runtime.block_on(async move {
         let listener = match TcpListener::from_std(setup.listener) {
             Ok(l) => l,
@@ -81,48 +86,67 @@ pub(crate) fn run(setup: WorkerSetup, started: std::sync::mpsc::Sender<io::Resul
             }
         };
         let _ = started.send(Ok(driver));
+        let initial = match &setup.backends {
+            Backends::Embedded(tx) => vec![link::Link::embedded(setup.index as u64, tx.clone())],
+            Backends::Tcp(_) => Vec::new(),
+        };
         let worker =
-            Rc::new(RefCell::new(Worker::new(setup.index, setup.config.clone(), links, setup.peers, setup.stats)));
-        let link_tasks: Vec<_> = tcp
-            .into_iter()
-            .map(|(index, addr, out, hello, config)| {
-                compio::runtime::spawn(tcp_link::run(worker.clone(), index, addr, out, hello, config))
-            })
-            .collect();
+            Rc::new(RefCell::new(Worker::new(setup.index, setup.config.clone(), initial, setup.peers, setup.stats)));
+        if let Some(addrs) = links.static_addrs() {
+            links.apply(&worker, &addrs);
+        }
         let accept = compio::runtime::spawn(accept_loop(worker.clone(), listener));
         let ticks = compio::runtime::spawn(tick_loop(worker.clone()));
-        inbox_loop(worker.clone(), setup.inbox).await;
+        inbox_loop(worker.clone(), setup.inbox, &mut links).await;
         drop(accept);
         drop(ticks);
-        drop(link_tasks);
+        drop(links);
         worker.borrow_mut().close_all(ReasonCode::SERVER_SHUTDOWN);
     });
 }
 
-type TcpLinkSetup = (usize, std::net::SocketAddr, Rc<RefCell<link::TcpOut>>, Hello, Arc<crate::config::BackendConfig>);
+/// The tasks of a worker's TCP backend links, started and stopped as the backend set changes.
+struct LinkTasks {
+    config: Option<Arc<crate::config::BackendConfig>>,
+    hello: Hello,
+    tasks: HashMap<SocketAddr, JoinHandle<()>>,
+}
 
-/// The worker's links, in ring order, and what each TCP link's task needs.
-fn links(setup: &WorkerSetup) -> (Vec<link::Link>, Vec<TcpLinkSetup>) {
-    match &setup.backends {
-        Backends::Embedded(tx) => (vec![link::Link::embedded(setup.index as u64, tx.clone())], Vec::new()),
-        Backends::Tcp(config) => {
-            let ring = ringgate_router::Ring::new(config.addresses.iter().copied());
-            let mut links = Vec::new();
-            let mut tasks = Vec::new();
-            for (index, addr) in ring.addrs().enumerate() {
-                let out = Rc::new(RefCell::new(link::TcpOut::default()));
-                links.push(link::Link::tcp(addr, out.clone(), config.link_buffer));
-                let hello = Hello {
-                    node_id: setup.config.node_id.clone(),
-                    node_epoch: setup.node_epoch,
-                    worker: setup.index as u32,
-                    link_version: LINK_VERSION,
-                    window: config.window,
-                    max_frame_len: setup.config.session.max_frame_len as u32,
-                };
-                tasks.push((index, addr, out, hello, config.clone()));
-            }
-            (links, tasks)
+impl LinkTasks {
+    fn new(setup: &WorkerSetup) -> LinkTasks {
+        let config = match &setup.backends {
+            Backends::Tcp(config) => Some(config.clone()),
+            Backends::Embedded(_) => None,
+        };
+        let hello = Hello {
+            node_id: setup.config.node_id.clone(),
+            node_epoch: setup.node_epoch,
+            worker: setup.index as u32,
+            link_version: LINK_VERSION,
+            window: config.as_ref().map_or(1, |c| c.window),
+            max_frame_len: setup.config.session.max_frame_len as u32,
+        };
+        LinkTasks { config, hello, tasks: HashMap::new() }
+    }
+
+    /// The configured static address list, if discovery is static.
+    fn static_addrs(&self) -> Option<Vec<SocketAddr>> {
+        match &self.config.as_ref()?.discovery {
+            crate::config::Discovery::Static(addrs) => Some(addrs.clone()),
+            crate::config::Discovery::Dns(_) => None,
+        }
+    }
+
+    /// Reconciles the worker's links with `addrs` and starts or stops link tasks.
+    fn apply(&mut self, worker: &Rc<RefCell<Worker>>, addrs: &[SocketAddr]) {
+        let Some(config) = self.config.clone() else { return };
+        let change = worker.borrow_mut().set_backends(addrs, config.link_buffer);
+        for addr in change.removed {
+            self.tasks.remove(&addr);
+        }
+        for (addr, out) in change.added {
+            let task = tcp_link::run(worker.clone(), addr, out, self.hello.clone(), config.clone());
+            self.tasks.insert(addr, compio::runtime::spawn(task));
         }
     }
 }
@@ -168,15 +192,15 @@ async fn tick_loop(worker: Rc<RefCell<Worker>>) {
     }
 }
 
-async fn inbox_loop(worker: Rc<RefCell<Worker>>, inbox: flume::Receiver<WorkerMsg>) {
+async fn inbox_loop(worker: Rc<RefCell<Worker>>, inbox: flume::Receiver<WorkerMsg>, links: &mut LinkTasks) {
     while let Ok(msg) = inbox.recv_async().await {
-        let mut w = worker.borrow_mut();
         let mut next = Some(msg);
         let mut handled = 0;
         while let Some(msg) = next.take() {
             match msg {
-                WorkerMsg::FromBackend { link, frame } => w.on_backend(link, frame, false),
-                WorkerMsg::Fanout(frame) => w.on_backend(0, frame, true),
+                WorkerMsg::FromBackend { link, frame } => worker.borrow_mut().on_backend(link, frame, false),
+                WorkerMsg::Fanout(frame) => worker.borrow_mut().on_backend(None, frame, true),
+                WorkerMsg::Backends(addrs) => links.apply(&worker, &addrs),
                 WorkerMsg::Shutdown => return,
             }
             handled += 1;
@@ -185,6 +209,6 @@ async fn inbox_loop(worker: Rc<RefCell<Worker>>, inbox: flume::Receiver<WorkerMs
                 next = inbox.try_recv().ok();
             }
         }
-        w.flush_dirty();
+        worker.borrow_mut().flush_dirty();
     }
 }

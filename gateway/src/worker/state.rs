@@ -22,6 +22,9 @@ use ringgate_router::Ring;
 /// Bits of a connection id below the worker index. A conn id is never 0.
 const WORKER_SHIFT: u32 = 48;
 
+/// Names a backend link across ring changes: its address, or `None` for the embedded backend.
+pub(crate) type LinkKey = Option<std::net::SocketAddr>;
+
 /// The worker that owns connection `conn_id`.
 pub(crate) fn owner_of(conn_id: u64) -> Option<usize> {
     usize::try_from(conn_id >> WORKER_SHIFT).ok()?.checked_sub(1)
@@ -336,20 +339,56 @@ impl Worker {
         links.get_mut(index).filter(|l| l.is_up())
     }
 
-    /// Link `index` finished its handshake.
-    pub fn link_up(&mut self, index: usize, window: usize) {
-        if let Some(link) = self.links.get_mut(index) {
+    /// The link named `key`.
+    pub fn link_mut(&mut self, key: LinkKey) -> Option<&mut Link> {
+        self.links.iter_mut().find(|l| l.addr == key)
+    }
+
+    /// Link `key` finished its handshake.
+    pub fn link_up(&mut self, key: LinkKey, window: usize) {
+        if let Some(link) = self.link_mut(key) {
             link.set_up(window);
         }
     }
 
-    /// Link `index` died: every Send waiting on it gets `backend_unavailable`, exactly once.
-    pub fn link_down(&mut self, index: usize) {
-        let pending = self.links.get_mut(index).map(Link::set_down).unwrap_or_default();
+    /// Link `key` died: every Send waiting on it gets `backend_unavailable`, exactly once.
+    pub fn link_down(&mut self, key: LinkKey) {
+        let pending = self.link_mut(key).map(Link::set_down).unwrap_or_default();
+        self.fail_pending(pending);
+    }
+
+    fn fail_pending(&mut self, pending: Vec<(u64, u64)>) {
         for (conn, seq) in pending {
             self.ack(conn, seq, ReasonCode::BACKEND_UNAVAILABLE, None);
         }
         self.flush_dirty();
+    }
+
+    /// A new backend set: keeps the links of addresses still present (with their state and
+    /// tasks), makes links for new ones and drops the rest (failing their pending Sends).
+    /// Returns the new links' addresses and outputs, for the caller to start their tasks,
+    /// and the removed addresses, whose tasks the caller stops.
+    pub fn set_backends(&mut self, addrs: &[std::net::SocketAddr], link_buffer: usize) -> BackendChange {
+        let ring = Ring::new(addrs.iter().copied());
+        let mut old: Vec<Link> = std::mem::take(&mut self.links);
+        let mut change = BackendChange::default();
+        for addr in ring.addrs() {
+            match old.iter().position(|l| l.addr == Some(addr)) {
+                Some(i) => self.links.push(old.swap_remove(i)),
+                None => {
+                    let out = Rc::new(std::cell::RefCell::new(super::link::TcpOut::default()));
+                    self.links.push(Link::tcp(addr, out.clone(), link_buffer));
+                    change.added.push((addr, out));
+                }
+            }
+        }
+        self.ring = ring;
+        for mut gone in old {
+            change.removed.extend(gone.addr);
+            let pending = gone.set_down();
+            self.fail_pending(pending);
+        }
+        change
     }
 
     /// The connections of `user_id` on this worker, optionally only those of `device`.
@@ -397,6 +436,13 @@ impl Worker {
             self.close(id, reason, "", false);
         }
     }
+}
+
+/// What [`Worker::set_backends`] changed.
+#[derive(Debug, Default)]
+pub(crate) struct BackendChange {
+    pub added: Vec<(std::net::SocketAddr, Rc<std::cell::RefCell<super::link::TcpOut>>)>,
+    pub removed: Vec<std::net::SocketAddr>,
 }
 
 /// A connection's default routing key: its user id.

@@ -25,7 +25,6 @@ use crate::config::BackendConfig;
 /// Keeps link `index` of `worker` connected to `addr` for as long as the worker runs.
 pub(crate) async fn run(
     worker: Rc<RefCell<Worker>>,
-    index: usize,
     addr: SocketAddr,
     out: Rc<RefCell<TcpOut>>,
     hello: Hello,
@@ -35,10 +34,10 @@ pub(crate) async fn run(
     let mut backoff = Backoff::new(config.reconnect_min, config.reconnect_max, seed);
     loop {
         let mut established = false;
-        if let Err(e) = session(&worker, index, addr, &out, &hello, &config, &mut established).await {
+        if let Err(e) = session(&worker, addr, &out, &hello, &config, &mut established).await {
             tracing::debug!(%addr, worker = hello.worker, error = %e, "backend link down");
         }
-        worker.borrow_mut().link_down(index);
+        worker.borrow_mut().link_down(Some(addr));
         if established {
             tracing::warn!(%addr, worker = hello.worker, "backend link lost; reconnecting");
             backoff.reset();
@@ -49,7 +48,6 @@ pub(crate) async fn run(
 
 async fn session(
     worker: &Rc<RefCell<Worker>>,
-    index: usize,
     addr: SocketAddr,
     out: &Rc<RefCell<TcpOut>>,
     hello: &Hello,
@@ -70,7 +68,7 @@ async fn session(
         other => return Err(io::Error::other(format!("expected HelloAck, got {}", other.name()))),
     };
     *established = true;
-    worker.borrow_mut().link_up(index, window as usize);
+    worker.borrow_mut().link_up(Some(addr), window as usize);
     tracing::info!(%addr, worker = hello.worker, window, "backend link up");
     let writer = compio::runtime::spawn(write_loop(stream.clone(), out.clone()));
     // Before waiting on the socket, write out what the frames so far produced: one write
@@ -91,7 +89,7 @@ async fn session(
             LinkFrame::Close(close) => {
                 break Err(io::Error::other(format!("backend closed the link: {}", close.reason)));
             }
-            frame => w.on_backend(index, frame, false),
+            frame => w.on_backend(Some(addr), frame, false),
         }
     };
     drop(writer);

@@ -2,20 +2,33 @@
 //!
 //! A frame that names a connection of another worker is forwarded to that worker. A frame
 //! that addresses the whole node (a user, a room, everyone) is delivered here and fanned out
-//! to every other worker, since a backend sends it on one link per node.
+//! to every other worker, since a backend sends it on one link per node. For such a push
+//! with a push id, the worker that read it collects every worker's delivered count and sends
+//! one PushResult with the node's total.
 
 use ringgate_codec::ReasonCode;
 use ringgate_codec::link::{KickTarget, LinkFrame, PushResult};
 
 use super::WorkerMsg;
-use super::state::{LinkKey, Worker, owner_of};
+use super::state::{LinkKey, PushTally, Worker, owner_of};
+
+/// How a backend frame reached this worker.
+#[derive(Debug, Clone, Copy)]
+pub enum Via {
+    /// Read from (or forwarded for) backend link `LinkKey`.
+    Link(LinkKey),
+    /// A node-wide frame another worker read; `reply` = (origin worker, tally token) when the
+    /// origin wants this worker's delivered count.
+    Fanout { reply: Option<(usize, u64)> },
+}
 
 impl Worker {
-    /// Handles a frame read from this worker's link (`fanned_out` false) or passed on by
-    /// another worker (`fanned_out` true, deliver locally only).
-    /// `link` names the backend link the frame came from, on this or the forwarding worker
-    /// (its address; `None` for the embedded backend).
-    pub fn on_backend(&mut self, link: LinkKey, frame: LinkFrame, fanned_out: bool) {
+    /// Handles one frame from a backend.
+    pub fn on_backend(&mut self, via: Via, frame: LinkFrame) {
+        let link = match via {
+            Via::Link(link) => link,
+            Via::Fanout { .. } => None,
+        };
         match frame {
             LinkFrame::UpstreamAck(ack) => {
                 if let Some((conn, seq)) = self.link_mut(link).and_then(|l| l.take_pending(ack.request_id)) {
@@ -30,50 +43,103 @@ impl Worker {
                 self.report(link, push.push_id, u32::from(delivered));
             }
             LinkFrame::PushToUser(push) => {
-                self.fan_out(fanned_out, || LinkFrame::PushToUser(push.clone()));
                 let devices = (!push.device_ids.is_empty()).then_some(push.device_ids.as_slice());
-                for id in self.conns_of(&push.user_id, devices) {
-                    self.push(id, &push.payload);
-                }
+                let targets = self.conns_of(&push.user_id, devices);
+                let delivered = self.push_all(targets, &push.payload);
+                self.node_wide(via, push.push_id, delivered, || LinkFrame::PushToUser(push.clone()));
             }
             LinkFrame::PushToRoom(push) => {
-                self.fan_out(fanned_out, || LinkFrame::PushToRoom(push.clone()));
                 let members: Vec<u64> =
                     self.rooms.get(push.room.as_str()).map(|m| m.iter().copied().collect()).unwrap_or_default();
-                for id in members.into_iter().filter(|&id| Some(id) != push.exclude_conn_id) {
-                    self.push(id, &push.payload);
-                }
+                let targets = members.into_iter().filter(|&id| Some(id) != push.exclude_conn_id).collect();
+                let delivered = self.push_all(targets, &push.payload);
+                self.node_wide(via, push.push_id, delivered, || LinkFrame::PushToRoom(push.clone()));
             }
             LinkFrame::Broadcast(push) => {
-                self.fan_out(fanned_out, || LinkFrame::Broadcast(push.clone()));
-                let everyone: Vec<u64> =
-                    self.conns.iter().filter(|(_, c)| c.identity.is_some()).map(|(id, _)| *id).collect();
-                for id in everyone {
-                    self.push(id, &push.payload);
-                }
+                let everyone = self.conns.iter().filter(|(_, c)| c.identity.is_some()).map(|(id, _)| *id).collect();
+                let delivered = self.push_all(everyone, &push.payload);
+                self.node_wide(via, push.push_id, delivered, || LinkFrame::Broadcast(push.clone()));
             }
             LinkFrame::JoinRoom(m) if self.is_local(m.conn_id) => self.join_room(m.conn_id, &m.room),
             LinkFrame::LeaveRoom(m) if self.is_local(m.conn_id) => self.leave_room(m.conn_id, &m.room),
             LinkFrame::JoinRoom(m) => self.forward_to_owner(link, m.conn_id, LinkFrame::JoinRoom(m)),
             LinkFrame::LeaveRoom(m) => self.forward_to_owner(link, m.conn_id, LinkFrame::LeaveRoom(m)),
-            LinkFrame::Kick(kick) => {
-                let reason = if kick.reason.0 == 0 { ReasonCode::KICKED } else { kick.reason };
-                match &kick.target {
-                    KickTarget::Conn(id) if !self.is_local(*id) => {
-                        self.forward_to_owner(link, *id, LinkFrame::Kick(kick))
-                    }
-                    KickTarget::Conn(id) => self.close(*id, reason, &kick.message, true),
-                    KickTarget::User { user_id, device_id } => {
-                        self.fan_out(fanned_out, || LinkFrame::Kick(kick.clone()));
-                        let devices = device_id.as_ref().map(std::slice::from_ref);
-                        for id in self.conns_of(user_id, devices) {
-                            self.close(id, reason, &kick.message, true);
-                        }
-                    }
-                }
-            }
+            LinkFrame::Kick(kick) => self.kick(via, link, kick),
             // Link management frames are handled by the link's transport.
             _ => {}
+        }
+    }
+
+    fn kick(&mut self, via: Via, link: LinkKey, kick: ringgate_codec::link::LinkKick) {
+        let reason = if kick.reason.0 == 0 { ReasonCode::KICKED } else { kick.reason };
+        match &kick.target {
+            KickTarget::Conn(id) if !self.is_local(*id) => self.forward_to_owner(link, *id, LinkFrame::Kick(kick)),
+            KickTarget::Conn(id) => self.close(*id, reason, &kick.message, true),
+            KickTarget::User { user_id, device_id } => {
+                let devices = device_id.as_ref().map(std::slice::from_ref);
+                for id in self.conns_of(user_id, devices) {
+                    self.close(id, reason, &kick.message, true);
+                }
+                self.node_wide(via, 0, 0, || LinkFrame::Kick(kick.clone()));
+            }
+        }
+    }
+
+    /// Pushes to every id; returns how many connections took it.
+    fn push_all(&mut self, ids: Vec<u64>, payload: &[u8]) -> u32 {
+        ids.into_iter().map(|id| u32::from(self.push(id, payload))).sum()
+    }
+
+    /// After local delivery of a node-wide frame: fan it out (when read from a link) and
+    /// account for the PushResult, or report this worker's count to the origin.
+    fn node_wide(&mut self, via: Via, push_id: u64, delivered: u32, frame: impl Fn() -> LinkFrame) {
+        match via {
+            Via::Fanout { reply: Some((origin, token)) } => {
+                let sent = self
+                    .peers
+                    .get(origin)
+                    .is_some_and(|p| p.try_send(WorkerMsg::PushCount { token, delivered }).is_ok());
+                if !sent {
+                    tracing::debug!(origin, "push count lost: origin inbox full");
+                }
+            }
+            Via::Fanout { reply: None } => {}
+            Via::Link(link) => {
+                let token = (push_id != 0).then(|| self.next_tally_token());
+                let reply = token.map(|t| (self.index, t));
+                let mut asked = 0;
+                for (i, peer) in self.peers.iter().enumerate() {
+                    // A full peer inbox drops the copy; pushes are best effort under overload.
+                    if i != self.index && peer.try_send(WorkerMsg::Fanout { frame: frame(), reply }).is_ok() {
+                        asked += 1;
+                    }
+                }
+                if let Some(token) = token {
+                    let tally = PushTally { link, push_id, delivered, waiting: asked };
+                    self.tally(token, tally);
+                }
+            }
+        }
+    }
+
+    /// Starts tally `token`; reports at once when no peer was asked.
+    fn tally(&mut self, token: u64, tally: PushTally) {
+        if tally.waiting == 0 {
+            self.report(tally.link, tally.push_id, tally.delivered);
+        } else {
+            self.push_tallies.insert(token, tally);
+        }
+    }
+
+    /// A peer's delivered count for tally `token`.
+    pub fn on_push_count(&mut self, token: u64, delivered: u32) {
+        let Some(t) = self.push_tallies.get_mut(&token) else { return };
+        t.delivered += delivered;
+        t.waiting = t.waiting.saturating_sub(1);
+        if t.waiting == 0
+            && let Some(t) = self.push_tallies.remove(&token)
+        {
+            self.report(t.link, t.push_id, t.delivered);
         }
     }
 
@@ -87,18 +153,6 @@ impl Worker {
             .is_some_and(|peer| peer.try_send(WorkerMsg::FromBackend { link, frame: frame.clone() }).is_ok());
         if !delivered && let LinkFrame::PushToConn(push) = &frame {
             self.report(link, push.push_id, 0);
-        }
-    }
-
-    fn fan_out(&mut self, already: bool, frame: impl Fn() -> LinkFrame) {
-        if already {
-            return;
-        }
-        for (i, peer) in self.peers.iter().enumerate() {
-            // A full peer inbox drops the copy; pushes are best effort under overload.
-            if i != self.index {
-                let _ = peer.try_send(WorkerMsg::Fanout(frame()));
-            }
         }
     }
 

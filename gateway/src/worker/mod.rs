@@ -25,6 +25,7 @@ use ringgate_codec::client::{ClientFrame, Close};
 use ringgate_codec::link::{Hello, LINK_VERSION, LinkFrame};
 use socket2::Socket;
 
+use self::downstream::Via;
 use self::state::Worker;
 use self::stats::WorkerStats;
 use crate::config::Config;
@@ -37,8 +38,11 @@ pub enum WorkerMsg {
     FromBackend { link: Option<SocketAddr>, frame: LinkFrame },
     /// A new backend address set from discovery; links are reconciled to it.
     Backends(Arc<[SocketAddr]>),
-    /// A node-wide push already delivered elsewhere; deliver locally only.
-    Fanout(LinkFrame),
+    /// A node-wide frame another worker read from a link; deliver locally only, and send the
+    /// delivered count to `reply` = (origin worker, token) when given.
+    Fanout { frame: LinkFrame, reply: Option<(usize, u64)> },
+    /// A peer's delivered count for a node-wide push this worker is tallying.
+    PushCount { token: u64, delivered: u32 },
     /// Close every connection with `server_shutdown` and stop.
     Shutdown,
 }
@@ -198,8 +202,9 @@ async fn inbox_loop(worker: Rc<RefCell<Worker>>, inbox: flume::Receiver<WorkerMs
         let mut handled = 0;
         while let Some(msg) = next.take() {
             match msg {
-                WorkerMsg::FromBackend { link, frame } => worker.borrow_mut().on_backend(link, frame, false),
-                WorkerMsg::Fanout(frame) => worker.borrow_mut().on_backend(None, frame, true),
+                WorkerMsg::FromBackend { link, frame } => worker.borrow_mut().on_backend(Via::Link(link), frame),
+                WorkerMsg::Fanout { frame, reply } => worker.borrow_mut().on_backend(Via::Fanout { reply }, frame),
+                WorkerMsg::PushCount { token, delivered } => worker.borrow_mut().on_push_count(token, delivered),
                 WorkerMsg::Backends(addrs) => links.apply(&worker, &addrs),
                 WorkerMsg::Shutdown => return,
             }

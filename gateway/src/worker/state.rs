@@ -25,6 +25,15 @@ const WORKER_SHIFT: u32 = 48;
 /// Names a backend link across ring changes: its address, or `None` for the embedded backend.
 pub(crate) type LinkKey = Option<std::net::SocketAddr>;
 
+/// A node-wide push waiting for the other workers' delivered counts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PushTally {
+    pub link: LinkKey,
+    pub push_id: u64,
+    pub delivered: u32,
+    pub waiting: usize,
+}
+
 /// The worker that owns connection `conn_id`.
 pub(crate) fn owner_of(conn_id: u64) -> Option<usize> {
     usize::try_from(conn_id >> WORKER_SHIFT).ok()?.checked_sub(1)
@@ -47,6 +56,8 @@ pub(crate) struct Worker {
     pub timers: TimerWheel,
     pub stats: Arc<WorkerStats>,
     pub max_conns: usize,
+    pub push_tallies: HashMap<u64, PushTally>,
+    next_tally: u64,
     read_buf: Box<[u8]>,
     next_conn: u64,
     dirty: Vec<u64>,
@@ -65,6 +76,8 @@ impl Worker {
         Worker {
             index,
             max_conns: config.max_connections.div_ceil(workers),
+            push_tallies: HashMap::new(),
+            next_tally: 0,
             read_buf: vec![0; config.read_buffer].into_boxed_slice(),
             timers: TimerWheel::new(config.timer_tick, 4096, Instant::now()),
             config,
@@ -337,6 +350,11 @@ impl Worker {
     fn route_in<'a>(ring: &Ring, links: &'a mut [Link], key: &[u8]) -> Option<&'a mut Link> {
         let index = if ring.is_empty() { 0 } else { ring.pick(key, |i| links.get(i).is_some_and(Link::is_up))? };
         links.get_mut(index).filter(|l| l.is_up())
+    }
+
+    pub fn next_tally_token(&mut self) -> u64 {
+        self.next_tally += 1;
+        self.next_tally
     }
 
     /// The link named `key`.

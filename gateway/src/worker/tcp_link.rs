@@ -89,7 +89,7 @@ async fn session(
             LinkFrame::Close(close) => {
                 break Err(io::Error::other(format!("backend closed the link: {}", close.reason)));
             }
-            frame => w.on_backend(Some(addr), frame, false),
+            frame => w.on_backend(super::downstream::Via::Link(Some(addr)), frame),
         }
     };
     drop(writer);

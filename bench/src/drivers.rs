@@ -8,7 +8,7 @@ use ringgate_codec::session::ClientConfig;
 use serde::Serialize;
 
 use crate::conn::Workload;
-use crate::gateway::GatewayChild;
+use crate::gateway::{BackendChild, GatewayChild};
 use crate::procinfo;
 use crate::run::{self, Plan};
 use crate::stats::median_min_max;
@@ -42,6 +42,9 @@ pub struct DriversArgs {
     pub sources: usize,
     #[arg(long)]
     pub json: bool,
+    /// Route Sends through a reference backend over TCP links instead of the embedded backend.
+    #[arg(long)]
+    pub tcp_backend: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
@@ -63,6 +66,9 @@ fn identity(i: usize) -> ClientConfig {
 }
 
 fn idle_round(gw: &GatewayChild, args: &DriversArgs, result: &mut RoundResult) {
+    if args.idle_connections == 0 {
+        return;
+    }
     let pid = gw.pid();
     let base_rss = procinfo::rss_kib(pid).unwrap_or(0);
     let base_slab = procinfo::slab_kib().unwrap_or(0);
@@ -112,9 +118,14 @@ fn echo_round(gw: &GatewayChild, args: &DriversArgs, result: &mut RoundResult) {
 /// Runs the comparison and prints a table (or JSON).
 pub fn run(args: &DriversArgs) -> std::io::Result<()> {
     let mut results: Vec<RoundResult> = Vec::new();
+    let backend = if args.tcp_backend { Some(BackendChild::spawn(&args.gateway)?) } else { None };
     for round in 1..=args.rounds {
         for driver in ["io_uring", "epoll"] {
-            let gw = GatewayChild::spawn(&args.gateway, driver, args.workers)?;
+            let gw = GatewayChild::spawn(&args.gateway, driver, args.workers, backend.as_ref().map(|b| b.addr))?;
+            if backend.is_some() {
+                // Let every worker's link finish its handshake before measuring.
+                std::thread::sleep(Duration::from_millis(500));
+            }
             let mut r = RoundResult { driver: gw.driver.clone(), ..Default::default() };
             idle_round(&gw, args, &mut r);
             echo_round(&gw, args, &mut r);
@@ -139,8 +150,14 @@ fn print_table(results: &[RoundResult], args: &DriversArgs) {
         median_min_max(&v)
     };
     println!(
-        "ringgate io_uring vs epoll, {} rounds interleaved; idle: {} conns; echo: {} conns x {} in flight x {} B, {} s",
-        args.rounds, args.idle_connections, args.echo_connections, args.in_flight, args.payload, args.seconds
+        "ringgate io_uring vs epoll, {} rounds interleaved; idle: {} conns; echo: {} conns x {} in flight x {} B, {} s, {} backend",
+        args.rounds,
+        args.idle_connections,
+        args.echo_connections,
+        args.in_flight,
+        args.payload,
+        args.seconds,
+        if args.tcp_backend { "reference over TCP" } else { "embedded" }
     );
     println!("| metric | io_uring median (min-max) | epoll median (min-max) | io_uring / epoll |");
     println!("|---|---|---|---|");

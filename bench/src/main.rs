@@ -59,6 +59,15 @@ enum Cmd {
     },
     /// io_uring vs epoll, side by side in one run, on gateway child processes.
     Drivers(DriversArgs),
+    /// Run the reference backend (the same implementation as `ringgate reference-backend`).
+    Backend {
+        #[arg(long, default_value = "127.0.0.1:7100")]
+        listen: SocketAddr,
+        #[arg(long, default_value = "reference")]
+        id: String,
+        #[arg(long, default_value_t = 4096)]
+        window: u32,
+    },
     /// Consistent-hashing quality: keys moved when a backend is added or removed, balance.
     Ring {
         #[arg(long, default_value_t = 100_000)]
@@ -68,6 +77,17 @@ enum Cmd {
 
 fn identity(i: usize) -> ClientConfig {
     ClientConfig::new("", format!("u{i}"), "d")
+}
+
+fn backend(listen: SocketAddr, id: String, window: u32) -> std::io::Result<()> {
+    let runtime = compio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        let listener = ringgate::listener::bind_group(listen, 1, 4096)?.remove(0);
+        let listener = compio::net::TcpListener::from_std(listener)?;
+        eprintln!("reference backend {id} listening on {}", listener.local_addr()?);
+        ringgate::backend::server::serve(listener, id, window).await;
+        Ok(())
+    })
 }
 
 fn main() -> ExitCode {
@@ -107,6 +127,13 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
+        Cmd::Backend { listen, id, window } => match backend(listen, id, window) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ringgate-bench: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Cmd::Ring { keys } => {
             ringgate_bench::ring::report(keys);
             ExitCode::SUCCESS

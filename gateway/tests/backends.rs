@@ -77,6 +77,8 @@ fn failover(driver: IoDriver) {
         connect_timeout: Duration::from_millis(500),
         reconnect_min: Duration::from_millis(20),
         reconnect_max: Duration::from_millis(200),
+        request_timeout: Duration::from_secs(10),
+        ping_interval: Duration::from_secs(5),
     });
     let ring = Ring::new(backends.iter().map(|b| b.addr));
     let gw = start_with(config, 2);

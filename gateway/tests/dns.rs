@@ -155,6 +155,8 @@ fn discovery(driver: IoDriver) {
         connect_timeout: Duration::from_millis(500),
         reconnect_min: Duration::from_millis(20),
         reconnect_max: Duration::from_millis(200),
+        request_timeout: Duration::from_secs(10),
+        ping_interval: Duration::from_secs(5),
     });
     let gw = start_with(config, 2);
     let current = || gw.discovery().unwrap().current;

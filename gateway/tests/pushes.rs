@@ -114,19 +114,25 @@ fn next_push(c: &mut TestClient) -> Option<Bytes> {
     }
 }
 
-fn pushes(driver: IoDriver) {
-    let (addr, mut backend) = ScriptedBackend::start();
+fn gateway_for(driver: IoDriver, backend: SocketAddr, request_timeout: Duration, ping: Duration) -> ringgate::Gateway {
     let mut config = support::config(driver);
     config.auth = AuthMode::None;
     config.backend = Some(BackendConfig {
-        discovery: Discovery::Static(vec![addr]),
+        discovery: Discovery::Static(vec![backend]),
         window: 64,
         link_buffer: 1 << 20,
         connect_timeout: Duration::from_millis(500),
         reconnect_min: Duration::from_millis(20),
         reconnect_max: Duration::from_millis(200),
+        request_timeout,
+        ping_interval: ping,
     });
-    let gw = start_with(config, 2);
+    start_with(config, 2)
+}
+
+fn pushes(driver: IoDriver) {
+    let (addr, mut backend) = ScriptedBackend::start();
+    let gw = gateway_for(driver, addr, Duration::from_secs(10), Duration::from_secs(5));
     assert!(eventually(T, || backend.links() == 2), "one link per worker");
     let login = |user: &str, device: &str| {
         let mut c = TestClient::connect_with(gw.local_addr(), ClientConfig::new("", user, device));
@@ -222,6 +228,46 @@ fn pushes(driver: IoDriver) {
         payload: "x".into(),
     }));
     assert_eq!(backend.result(7), PushResult { push_id: 7, delivered: 0, code: ReasonCode::NOT_DELIVERED });
+}
+
+/// A backend that takes Upstreams and Pings and never answers: the client still gets exactly
+/// one Ack (backend_timeout), a late answer is ignored, and the silent link is re-dialled.
+fn silent_backend(driver: IoDriver) {
+    let (addr, mut backend) = ScriptedBackend::start();
+    // Link silence (3 x 200 ms) outlasts the request timeout, so the Send times out first.
+    let gw = gateway_for(driver, addr, Duration::from_millis(300), Duration::from_millis(200));
+    assert!(eventually(T, || backend.links() == 2));
+    let mut c = TestClient::connect_with(gw.local_addr(), ClientConfig::new("", "dave", "d"));
+    assert!(matches!(c.next_event(T), Some(ClientEvent::Authenticated(_))));
+    let sent = Instant::now();
+    let seq = c.send(None, b"anyone?");
+    let request_id = backend.expect("Upstream", |f| match f {
+        LinkFrame::Upstream(u) => Some(u.request_id),
+        _ => None,
+    });
+    match c.next_event(T) {
+        Some(ClientEvent::Ack { seq: s, code, .. }) => {
+            assert_eq!((s, code), (seq, ReasonCode::BACKEND_TIMEOUT));
+            assert!(sent.elapsed() >= Duration::from_millis(300), "not before the timeout");
+        }
+        other => panic!("expected a timeout Ack, got {other:?}"),
+    }
+    backend.expect("Ping", |f| matches!(f, LinkFrame::Ping).then_some(()));
+    // A late answer finds nothing pending: no second Ack.
+    backend.send(LinkFrame::UpstreamAck(UpstreamAck { request_id, code: ReasonCode::OK, reply: None }));
+    assert!(c.next_event(Duration::from_millis(300)).is_none(), "a second Ack for one Send");
+    // Three ping intervals without a Pong: the links are dropped and dialled again.
+    assert!(eventually(T, || backend.links() >= 4), "silent links re-dialled");
+}
+
+#[test]
+fn silent_backend_io_uring() {
+    silent_backend(IoDriver::IoUring);
+}
+
+#[test]
+fn silent_backend_epoll() {
+    silent_backend(IoDriver::Epoll);
 }
 
 #[test]

@@ -63,6 +63,10 @@ pub struct BackendConfig {
     pub connect_timeout: Duration,
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
+    /// A Send the backend has not answered within this is acked backend_timeout.
+    pub request_timeout: Duration,
+    /// Links are pinged this often; three intervals of silence drop the link.
+    pub ping_interval: Duration,
 }
 
 /// The whole, validated configuration.
@@ -108,6 +112,8 @@ struct RawBackend {
     hold_down: Option<Value>,
     dns_retry: Option<Value>,
     dns_timeout: Option<Value>,
+    request_timeout: Option<Value>,
+    ping_interval: Option<Value>,
     window: Option<Value>,
     link_buffer_bytes: Option<Value>,
     connect_timeout: Option<Value>,
@@ -354,6 +360,18 @@ fn backend(raw: RawBackend, x: &mut Extract) -> BackendConfig {
             raw.reconnect_max,
             secs(5),
             duration_in(Duration::from_millis(1), secs(600)),
+        ),
+        request_timeout: x.get(
+            "backend.request_timeout",
+            raw.request_timeout,
+            secs(10),
+            duration_in(Duration::from_millis(10), secs(600)),
+        ),
+        ping_interval: x.get(
+            "backend.ping_interval",
+            raw.ping_interval,
+            secs(5),
+            duration_in(Duration::from_millis(10), secs(600)),
         ),
     }
 }

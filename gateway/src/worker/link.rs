@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::task::Waker;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use ringgate_codec::ReasonCode;
@@ -47,8 +47,10 @@ pub(crate) struct Link {
     window: usize,
     max_buffer: usize,
     next_request: u64,
-    /// request id -> (conn id, client seq)
-    pending: HashMap<u64, (u64, u64)>,
+    /// request id -> (conn id, client seq, sent at)
+    pending: HashMap<u64, (u64, u64, Instant)>,
+    /// When a Ping was last queued (TCP links).
+    last_ping: Option<Instant>,
     /// Events dropped because the link was down or its buffer full.
     pub events_dropped: u64,
 }
@@ -81,6 +83,7 @@ impl Link {
             max_buffer,
             next_request: 0,
             pending: HashMap::new(),
+            last_ping: None,
             events_dropped: 0,
         }
     }
@@ -101,7 +104,33 @@ impl Link {
         if let Transport::Tcp(out) = &self.transport {
             out.borrow_mut().buf.clear();
         }
-        self.pending.drain().map(|(_, v)| v).collect()
+        self.last_ping = None;
+        self.pending.drain().map(|(_, (conn, seq, _))| (conn, seq)).collect()
+    }
+
+    /// Sends waiting longer than `timeout`, removed: each is acked `backend_timeout`, and a
+    /// late UpstreamAck for it finds nothing.
+    pub fn take_expired(&mut self, now: Instant, timeout: Duration) -> Vec<(u64, u64)> {
+        let mut expired = Vec::new();
+        self.pending.retain(|_, &mut (conn, seq, sent)| {
+            let keep = now.saturating_duration_since(sent) < timeout;
+            if !keep {
+                expired.push((conn, seq));
+            }
+            keep
+        });
+        expired
+    }
+
+    /// Queues a Ping on an up TCP link when `interval` has passed since the last one.
+    pub fn keepalive(&mut self, now: Instant, interval: Duration) {
+        if !self.up || !matches!(self.transport, Transport::Tcp(_)) {
+            return;
+        }
+        if self.last_ping.is_none_or(|t| now.saturating_duration_since(t) >= interval) {
+            self.last_ping = Some(now);
+            self.event(LinkFrame::Ping);
+        }
     }
 
     /// Queues a frame; the error says why it could not be (busy or unavailable).
@@ -156,13 +185,13 @@ impl Link {
         };
         self.send(LinkFrame::Upstream(upstream))?;
         self.next_request = request_id;
-        self.pending.insert(request_id, (conn_id, seq));
+        self.pending.insert(request_id, (conn_id, seq, Instant::now()));
         Ok(())
     }
 
     /// The Send an UpstreamAck answers.
     pub fn take_pending(&mut self, request_id: u64) -> Option<(u64, u64)> {
-        self.pending.remove(&request_id)
+        self.pending.remove(&request_id).map(|(conn, seq, _)| (conn, seq))
     }
 
     pub fn conn_opened(&mut self, conn_id: u64, conn: &Conn) {

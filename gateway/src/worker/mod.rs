@@ -192,7 +192,9 @@ async fn tick_loop(worker: Rc<RefCell<Worker>>) {
     let mut interval = compio::time::interval(tick);
     loop {
         interval.tick().await;
-        worker.borrow_mut().on_tick(Instant::now());
+        let mut w = worker.borrow_mut();
+        w.on_tick(Instant::now());
+        w.flush_dirty();
     }
 }
 

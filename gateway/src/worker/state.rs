@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ringgate_codec::ReasonCode;
 use ringgate_codec::client::{Auth, AuthOk, PROTOCOL_VERSION, SendFrame};
@@ -327,8 +327,10 @@ impl Worker {
         }
     }
 
-    /// Fires due timers: closes connections whose auth or idle deadline passed, re-arms the rest.
+    /// Fires due timers: closes connections whose auth or idle deadline passed, re-arms the
+    /// rest; times out Sends a backend has not answered; pings idle backend links.
     pub fn on_tick(&mut self, now: Instant) {
+        self.backend_timers(now);
         let mut due = std::mem::take(&mut self.due);
         self.timers.expire(now, &mut due);
         for id in due.drain(..) {
@@ -420,6 +422,22 @@ impl Worker {
                 .is_some_and(|i| *i.user_id == *user_id && device.is_none_or(|d| d.iter().any(|d| **d == *i.device_id)))
         });
         ids
+    }
+
+    fn backend_timers(&mut self, now: Instant) {
+        let (timeout, ping) = self
+            .config
+            .backend
+            .as_ref()
+            .map_or((Duration::from_secs(10), Duration::from_secs(5)), |b| (b.request_timeout, b.ping_interval));
+        let mut expired = Vec::new();
+        for link in &mut self.links {
+            expired.extend(link.take_expired(now, timeout));
+            link.keepalive(now, ping);
+        }
+        for (conn, seq) in expired {
+            self.ack(conn, seq, ReasonCode::BACKEND_TIMEOUT, None);
+        }
     }
 
     pub fn mark_dirty(&mut self, id: u64) {

@@ -74,10 +74,14 @@ async fn session(
     // Before waiting on the socket, write out what the frames so far produced: one write
     // per client connection per batch of link frames.
     let flush = || worker.borrow_mut().flush_dirty();
+    // The worker pings every ping_interval and backends answer; three intervals of silence
+    // mean the backend is gone even if no RST ever arrives.
+    let silence = config.ping_interval.saturating_mul(3);
     let result = loop {
-        let frame = match reader.next(&mut stream, flush).await {
-            Ok(frame) => frame,
-            Err(e) => break Err(e),
+        let frame = match compio::time::timeout(silence, reader.next(&mut stream, flush)).await {
+            Ok(Ok(frame)) => frame,
+            Ok(Err(e)) => break Err(e),
+            Err(_) => break Err(io::Error::new(io::ErrorKind::TimedOut, "backend link silent")),
         };
         let mut w = worker.borrow_mut();
         match frame {

@@ -50,21 +50,6 @@ impl Drop for Backend {
     }
 }
 
-/// Which backend served `client`'s user: the reference backend answers `whoami` with its id.
-/// `None` when the Send was refused (backend unavailable).
-fn whoami(client: &mut TestClient) -> Option<String> {
-    let seq = client.send(None, b"whoami");
-    let mut who = None;
-    loop {
-        match client.next_event(T) {
-            Some(ClientEvent::Push(p)) => who = Some(String::from_utf8(p.payload.to_vec()).unwrap()),
-            Some(ClientEvent::Ack { seq: s, code, .. }) if s == seq => return if code.is_ok() { who } else { None },
-            Some(_) => {}
-            None => panic!("no ack for whoami"),
-        }
-    }
-}
-
 fn failover(driver: IoDriver) {
     let mut backends: Vec<Backend> = (0..3).map(|i| Backend::spawn("127.0.0.1:0", &format!("be-{i}"))).collect();
     let id_of: HashMap<SocketAddr, String> = backends.iter().map(|b| (b.addr, b.id.clone())).collect();

@@ -102,18 +102,6 @@ fn backend(listen: &str, id: &str) -> (Backend, SocketAddr) {
     (Backend(child), addr.parse().unwrap())
 }
 
-fn whoami(client: &mut TestClient) -> Option<String> {
-    let seq = client.send(None, b"whoami");
-    let mut who = None;
-    loop {
-        match client.next_event(T)? {
-            ClientEvent::Push(p) => who = Some(String::from_utf8(p.payload.to_vec()).unwrap()),
-            ClientEvent::Ack { seq: s, code, .. } if s == seq => return if code.is_ok() { who } else { None },
-            _ => {}
-        }
-    }
-}
-
 /// Every client is served by the ring owner of its user among `addrs`.
 fn routed_by(clients: &mut [(String, TestClient)], addrs: &[SocketAddr]) -> bool {
     let ring = Ring::new(addrs.iter().copied());

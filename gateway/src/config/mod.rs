@@ -343,37 +343,17 @@ fn backend(raw: RawBackend, x: &mut Extract) -> BackendConfig {
         window: x.get("backend.window", raw.window, 1024, int_in(1, 1 << 20)) as u32,
         link_buffer: x.get("backend.link_buffer_bytes", raw.link_buffer_bytes, 4 << 20, int_in(64 << 10, 1 << 30))
             as usize,
-        connect_timeout: x.get(
-            "backend.connect_timeout",
-            raw.connect_timeout,
-            secs(2),
-            duration_in(Duration::from_millis(10), secs(60)),
-        ),
-        reconnect_min: x.get(
-            "backend.reconnect_min",
-            raw.reconnect_min,
-            Duration::from_millis(100),
-            duration_in(Duration::from_millis(1), secs(60)),
-        ),
-        reconnect_max: x.get(
-            "backend.reconnect_max",
-            raw.reconnect_max,
-            secs(5),
-            duration_in(Duration::from_millis(1), secs(600)),
-        ),
-        request_timeout: x.get(
-            "backend.request_timeout",
-            raw.request_timeout,
-            secs(10),
-            duration_in(Duration::from_millis(10), secs(600)),
-        ),
-        ping_interval: x.get(
-            "backend.ping_interval",
-            raw.ping_interval,
-            secs(5),
-            duration_in(Duration::from_millis(10), secs(600)),
-        ),
+        connect_timeout: backend_duration(x, "connect_timeout", raw.connect_timeout, secs(2), secs(60)),
+        reconnect_min: backend_duration(x, "reconnect_min", raw.reconnect_min, Duration::from_millis(100), secs(60)),
+        reconnect_max: backend_duration(x, "reconnect_max", raw.reconnect_max, secs(5), secs(600)),
+        request_timeout: backend_duration(x, "request_timeout", raw.request_timeout, secs(10), secs(600)),
+        ping_interval: backend_duration(x, "ping_interval", raw.ping_interval, secs(5), secs(600)),
     }
+}
+
+/// A `[backend]` duration between 1 ms and `max`.
+fn backend_duration(x: &mut Extract, key: &str, v: Option<Value>, default: Duration, max: Duration) -> Duration {
+    x.get(&format!("backend.{key}"), v, default, duration_in(Duration::from_millis(1), max))
 }
 
 /// `"name:port"` for DNS discovery.

@@ -261,3 +261,17 @@ pub mod tempdir {
         }
     }
 }
+
+/// Which backend served `client`'s user: the reference backend answers the payload `whoami`
+/// (no route key) with its id. `None` when the Send was refused (backend unavailable).
+pub fn whoami(client: &mut TestClient) -> Option<String> {
+    let seq = client.send(None, b"whoami");
+    let mut who = None;
+    loop {
+        match client.next_event(Duration::from_secs(5))? {
+            ClientEvent::Push(p) => who = Some(String::from_utf8(p.payload.to_vec()).ok()?),
+            ClientEvent::Ack { seq: s, code, .. } if s == seq => return if code.is_ok() { who } else { None },
+            _ => {}
+        }
+    }
+}

@@ -308,16 +308,12 @@ fn backend(raw: RawBackend, x: &mut Extract) -> BackendConfig {
         }
         (None, Some(name)) => {
             let (name, port) = x.get("backend.address", Some(name), (String::new(), 0), dns_name);
-            let d = |key: &str, v: Option<Value>, default: Duration, max: Duration| (key.to_owned(), v, default, max);
-            let mut dur = |(key, v, default, max): (String, Option<Value>, Duration, Duration)| {
-                x.get(&key, v, default, duration_in(Duration::from_millis(10), max))
-            };
             let timers = DnsTimers {
-                min_ttl: dur(d("backend.min_ttl", raw.min_ttl, secs(5), secs(3600))),
-                max_ttl: dur(d("backend.max_ttl", raw.max_ttl, secs(300), secs(86_400))),
-                hold_down: dur(d("backend.hold_down", raw.hold_down, secs(30), secs(86_400))),
-                retry: dur(d("backend.dns_retry", raw.dns_retry, secs(5), secs(3600))),
-                timeout: dur(d("backend.dns_timeout", raw.dns_timeout, secs(2), secs(60))),
+                min_ttl: backend_duration(x, "min_ttl", raw.min_ttl, secs(5), secs(3600)),
+                max_ttl: backend_duration(x, "max_ttl", raw.max_ttl, secs(300), secs(86_400)),
+                hold_down: backend_duration(x, "hold_down", raw.hold_down, secs(30), secs(86_400)),
+                retry: backend_duration(x, "dns_retry", raw.dns_retry, secs(5), secs(3600)),
+                timeout: backend_duration(x, "dns_timeout", raw.dns_timeout, secs(2), secs(60)),
             };
             if timers.min_ttl > timers.max_ttl {
                 x.invalid("backend.min_ttl", "must not exceed backend.max_ttl");

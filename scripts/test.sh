@@ -1,6 +1,22 @@
 #!/usr/bin/env bash
 # The test command of README.md: builds and runs every test of the workspace, including the
-# replay of the committed fuzz corpus and the golden vectors of docs/protocol.md.
+# replay of the committed fuzz corpus, the golden vectors of docs/protocol.md, and end-to-end
+# tests against real servers the tests start themselves (redis-server, the gateway and
+# reference backends, a DNS responder). Installs what those need on a fresh Debian machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+need=()
+command -v redis-server >/dev/null || need+=(redis-server)
+command -v python3 >/dev/null || need+=(python3)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "scripts/test.sh: install ${need[*]} (Debian packages) first, or run as root" >&2
+    exit 1
+  fi
+  echo "==> installing ${need[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
 cargo test --workspace --locked "$@"

@@ -13,6 +13,7 @@ use ringgate_codec::ReasonCode;
 use crate::backend::embedded;
 use crate::config::Config;
 use crate::control::dns::DiscoveryState;
+use crate::registry::redis::{NodeInfo, RedisTarget, RegistryState, RegistryTx};
 use crate::worker::stats::WorkerStats;
 use crate::worker::{self, Backends, WorkerMsg, WorkerSetup};
 
@@ -30,6 +31,15 @@ pub struct Gateway {
     stats: Vec<Arc<WorkerStats>>,
     node_epoch: u64,
     discovery: Option<Discovery>,
+    registry: Option<Registry>,
+}
+
+/// The Redis registry thread and what it has seen.
+#[derive(Debug)]
+struct Registry {
+    state: Arc<Mutex<RegistryState>>,
+    stop: Option<flume::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
 }
 
 /// The DNS discovery thread and what it has seen.
@@ -56,6 +66,14 @@ impl Gateway {
                 (Backends::Embedded(tx), Some(handle))
             }
         };
+        let (registry, registry_tx) = match &config.redis {
+            Some(target) => {
+                let node = NodeInfo { id: config.node_id.clone(), epoch: node_epoch, addr: config.advertise.clone() };
+                let (r, tx) = start_registry(target.clone(), node)?;
+                (Some(r), Some(tx))
+            }
+            None => (None, None),
+        };
         let mut workers = Vec::new();
         let mut stats = Vec::new();
         let mut driver = "unknown";
@@ -70,6 +88,7 @@ impl Gateway {
                 peers: senders.clone(),
                 backends: backends.clone(),
                 node_epoch,
+                registry: registry_tx.clone(),
                 stats: worker_stats,
             };
             let (started_tx, started_rx) = std::sync::mpsc::channel();
@@ -89,7 +108,8 @@ impl Gateway {
             Some(crate::config::Discovery::Dns(target)) => Some(start_discovery(target.clone(), senders.clone())?),
             _ => None,
         };
-        Ok(Gateway { local_addr, driver, inboxes: senders, workers, backend, stats, node_epoch, discovery })
+        drop(registry_tx);
+        Ok(Gateway { local_addr, driver, inboxes: senders, workers, backend, stats, node_epoch, discovery, registry })
     }
 
     /// The address clients connect to.
@@ -127,6 +147,11 @@ impl Gateway {
         self.discovery.as_ref().and_then(|d| d.state.lock().ok().map(|s| s.clone()))
     }
 
+    /// What the Redis registry has seen (`None` on a single node without Redis).
+    pub fn registry(&self) -> Option<RegistryState> {
+        self.registry.as_ref().and_then(|r| r.state.lock().ok().map(|s| s.clone()))
+    }
+
     /// Closes every connection with `server_shutdown` and waits for the workers to stop.
     pub fn shutdown(mut self) {
         self.stop();
@@ -149,6 +174,13 @@ impl Gateway {
         if let Some(backend) = self.backend.take() {
             let _ = backend.join();
         }
+        // Workers are gone, so their closes are queued: the registry flushes and deregisters.
+        if let Some(r) = self.registry.as_mut() {
+            r.stop.take();
+            if let Some(t) = r.thread.take() {
+                let _ = t.join();
+            }
+        }
     }
 }
 
@@ -160,6 +192,19 @@ fn start_discovery(target: crate::config::DnsTarget, workers: Vec<flume::Sender<
         .name("ringgate-dns".into())
         .spawn(move || crate::control::dns::run(target, workers, thread_state, stop_rx))?;
     Ok(Discovery { state, stop: Some(stop_tx), thread: Some(thread) })
+}
+
+fn start_registry(target: RedisTarget, node: NodeInfo) -> io::Result<(Registry, RegistryTx)> {
+    let state = Arc::new(Mutex::new(RegistryState::default()));
+    let up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (tx, rx) = flume::bounded(QUEUE);
+    let (stop_tx, stop_rx) = flume::bounded::<()>(1);
+    let handle = RegistryTx { tx, up: up.clone(), fail_open: target.fail_open };
+    let thread_state = state.clone();
+    let thread = std::thread::Builder::new()
+        .name("ringgate-registry".into())
+        .spawn(move || crate::registry::redis::run(target, node, rx, up, thread_state, stop_rx))?;
+    Ok((Registry { state, stop: Some(stop_tx), thread: Some(thread) }, handle))
 }
 
 impl Drop for Gateway {

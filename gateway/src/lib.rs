@@ -7,6 +7,7 @@ pub mod config;
 pub mod control;
 pub mod gateway;
 pub mod listener;
+pub mod registry;
 pub mod runtime;
 pub mod worker;
 

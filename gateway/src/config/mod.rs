@@ -87,6 +87,10 @@ pub struct Config {
     pub auth: AuthMode,
     /// `None`: the embedded reference backend.
     pub backend: Option<BackendConfig>,
+    /// `None`: the in-process registry (single node).
+    pub redis: Option<crate::registry::redis::RedisTarget>,
+    /// Address this node advertises in its lease (default: the listen address).
+    pub advertise: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -99,6 +103,18 @@ struct Raw {
     session: RawSession,
     auth: RawAuth,
     backend: Option<RawBackend>,
+    redis: Option<RawRedis>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawRedis {
+    url: Option<Value>,
+    cluster: Option<Value>,
+    prefix: Option<Value>,
+    lease_ttl: Option<Value>,
+    fail_open: Option<Value>,
+    queue: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -125,6 +141,7 @@ struct RawBackend {
 #[serde(default)]
 struct RawNode {
     id: Option<Value>,
+    advertise: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -222,9 +239,11 @@ impl Config {
         if session.max_outbound < session.max_frame_len {
             x.invalid("limits.max_outbound_bytes", "must be at least limits.max_frame_len");
         }
+        let listen_tcp = x.get("listen.tcp", raw.listen.tcp, SocketAddr::from(([0, 0, 0, 0], 7000)), socket_addr);
         Config {
-            node_id: x.get("node.id", raw.node.id, default_node_id(), non_empty_string),
-            listen_tcp: x.get("listen.tcp", raw.listen.tcp, SocketAddr::from(([0, 0, 0, 0], 7000)), socket_addr),
+            node_id: x.get("node.id", raw.node.id, default_node_id(), node_id),
+            advertise: x.get("node.advertise", raw.node.advertise, listen_tcp.to_string(), non_empty_string),
+            listen_tcp,
             io_driver: x.get("io.driver", raw.io.driver, IoDriver::Auto, io_driver),
             workers: if workers == 0 { cores } else { workers },
             pin_cpus: x.get("io.pin_cpus", raw.io.pin_cpus, false, boolean),
@@ -244,6 +263,7 @@ impl Config {
             session,
             auth: auth_mode(raw.auth, x),
             backend: raw.backend.map(|b| backend(b, x)),
+            redis: raw.redis.map(|r| redis(r, x)),
         }
     }
 }
@@ -347,6 +367,40 @@ fn backend(raw: RawBackend, x: &mut Extract) -> BackendConfig {
     }
 }
 
+fn redis(raw: RawRedis, x: &mut Extract) -> crate::registry::redis::RedisTarget {
+    let cluster = x.get("redis.cluster", raw.cluster, Vec::new(), |v| {
+        let list = v.as_array().ok_or_else(|| format!("expected an array of redis:// URLs, found {}", v.type_str()))?;
+        list.iter().map(string).collect()
+    });
+    let url = x.get("redis.url", raw.url, String::new(), non_empty_string);
+    if url.is_empty() == cluster.is_empty() {
+        x.invalid("redis", "give either url = \"redis://host:port\" or cluster = [...], exactly one");
+    }
+    crate::registry::redis::RedisTarget {
+        url,
+        cluster,
+        prefix: x.get("redis.prefix", raw.prefix, "rg".into(), non_empty_string),
+        lease_ttl: x.get(
+            "redis.lease_ttl",
+            raw.lease_ttl,
+            Duration::from_secs(15),
+            duration_in(Duration::from_millis(300), Duration::from_secs(3600)),
+        ),
+        fail_open: x.get("redis.fail_open", raw.fail_open, true, boolean),
+        queue: x.get("redis.queue", raw.queue, 100_000, int_in(1, 100_000_000)) as usize,
+    }
+}
+
+/// A node id: letters, digits, '.', '_' and '-' (it is part of Redis keys and records).
+fn node_id(v: &Value) -> Result<String, String> {
+    let id = non_empty_string(v)?;
+    if id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) {
+        Ok(id)
+    } else {
+        Err(format!("{id:?}: use letters, digits, '.', '_' and '-' only"))
+    }
+}
+
 /// A `[backend]` duration between 1 ms and `max`.
 fn backend_duration(x: &mut Extract, key: &str, v: Option<Value>, default: Duration, max: Duration) -> Duration {
     x.get(&format!("backend.{key}"), v, default, duration_in(Duration::from_millis(1), max))
@@ -365,7 +419,9 @@ fn dns_name(v: &Value) -> Result<(String, u16), String> {
 
 fn default_node_id() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
+        .map(|h| {
+            h.trim().chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')).collect::<String>()
+        })
         .ok()
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "ringgate".to_owned())

@@ -29,6 +29,9 @@ pub(crate) struct ConnIdentity {
     pub user_id: Box<str>,
     pub device_id: Box<str>,
     pub platform: Platform,
+    /// When it authenticated (Unix ms): part of its registry record, which its close must
+    /// reproduce exactly for the compare-and-delete.
+    pub since_ms: u64,
     /// Rooms joined; allocated on the first join. Boxed: 8 bytes per idle connection
     /// instead of 24, and most connections never join a room.
     #[allow(clippy::box_collection)]

@@ -56,6 +56,7 @@ pub(crate) struct WorkerSetup {
     pub peers: Vec<flume::Sender<WorkerMsg>>,
     pub backends: Backends,
     pub node_epoch: u64,
+    pub registry: Option<crate::registry::redis::RegistryTx>,
     pub stats: Arc<WorkerStats>,
 }
 
@@ -94,8 +95,10 @@ pub(crate) fn run(setup: WorkerSetup, started: std::sync::mpsc::Sender<io::Resul
             Backends::Embedded(tx) => vec![link::Link::embedded(setup.index as u64, tx.clone())],
             Backends::Tcp(_) => Vec::new(),
         };
-        let worker =
-            Rc::new(RefCell::new(Worker::new(setup.index, setup.config.clone(), initial, setup.peers, setup.stats)));
+        let mut w = Worker::new(setup.index, setup.config.clone(), initial, setup.peers, setup.stats);
+        w.node_epoch = setup.node_epoch;
+        w.registry = setup.registry;
+        let worker = Rc::new(RefCell::new(w));
         if let Some(addrs) = links.static_addrs() {
             links.apply(&worker, &addrs);
         }

@@ -57,6 +57,9 @@ pub(crate) struct Worker {
     pub stats: Arc<WorkerStats>,
     pub max_conns: usize,
     pub push_tallies: HashMap<u64, PushTally>,
+    pub node_epoch: u64,
+    /// `None`: single node, the in-process index is the registry.
+    pub registry: Option<crate::registry::redis::RegistryTx>,
     next_tally: u64,
     read_buf: Box<[u8]>,
     next_conn: u64,
@@ -77,6 +80,8 @@ impl Worker {
             index,
             max_conns: config.max_connections.div_ceil(workers),
             push_tallies: HashMap::new(),
+            node_epoch: 0,
+            registry: None,
             next_tally: 0,
             read_buf: vec![0; config.read_buffer].into_boxed_slice(),
             timers: TimerWheel::new(config.timer_tick, 4096, Instant::now()),
@@ -166,7 +171,14 @@ impl Worker {
     }
 
     fn on_auth(&mut self, id: u64, auth: Auth, now: Instant) {
-        let result = auth::authenticate(&self.config.auth, &auth);
+        let mut result = auth::authenticate(&self.config.auth, &auth);
+        if let Some(r) = &self.registry
+            && result.is_ok()
+            && !r.fail_open
+            && !r.up.load(std::sync::atomic::Ordering::Relaxed)
+        {
+            result = Err((ReasonCode::AUTH_UNAVAILABLE, "the location registry is unavailable".into()));
+        }
         let Some(conn) = self.conns.get_mut(&id) else { return };
         match result {
             Ok(identity) => {
@@ -189,11 +201,23 @@ impl Worker {
                 {
                     self.timers.arm(id, deadline);
                 }
+                let since_ms = unix_ms();
+                let node = (self.config.node_id.as_str(), self.node_epoch);
+                register(
+                    &self.registry,
+                    &self.stats,
+                    node,
+                    (id, since_ms),
+                    &identity.user_id,
+                    &identity.device_id,
+                    true,
+                );
                 let key = user_key(&identity.user_id);
                 conn.identity = Some(ConnIdentity {
                     user_id: identity.user_id.into_boxed_str(),
                     device_id: identity.device_id.into_boxed_str(),
                     platform: identity.platform,
+                    since_ms,
                     rooms: None,
                 });
                 self.users.entry(key).or_default().insert(id);
@@ -289,6 +313,9 @@ impl Worker {
         self.stats.active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         self.stats.closed_with(reason);
         if let Some(identity) = conn.identity.take() {
+            let node = (self.config.node_id.as_str(), self.node_epoch);
+            let conn = (id, identity.since_ms);
+            register(&self.registry, &self.stats, node, conn, &identity.user_id, &identity.device_id, false);
             let key = user_key(&identity.user_id);
             if let Some(ids) = self.users.get_mut(&key) {
                 ids.remove(id);
@@ -479,6 +506,30 @@ impl Worker {
 pub(crate) struct BackendChange {
     pub added: Vec<(std::net::SocketAddr, Rc<std::cell::RefCell<super::link::TcpOut>>)>,
     pub removed: Vec<std::net::SocketAddr>,
+}
+
+/// Hands the registry a Put (login) or Del (close) for connection `(id, since_ms)` of `node`. Never
+/// waits: a full queue drops the update and counts it.
+fn register(
+    registry: &Option<crate::registry::redis::RegistryTx>,
+    stats: &WorkerStats,
+    (node_id, node_epoch): (&str, u64),
+    (id, since_ms): (u64, u64),
+    user: &str,
+    device: &str,
+    put: bool,
+) {
+    let Some(registry) = registry else { return };
+    let location = crate::registry::Location { node_id: node_id.to_owned(), node_epoch, conn_id: id, since_ms };
+    let (user, device) = (user.to_owned(), device.to_owned());
+    let op = if put {
+        crate::registry::RegistryOp::Put { user, device, location }
+    } else {
+        crate::registry::RegistryOp::Del { user, device, location }
+    };
+    if registry.tx.try_send(op).is_err() {
+        WorkerStats::inc(&stats.registry_dropped);
+    }
 }
 
 /// A connection's default routing key: its user id.

@@ -18,6 +18,8 @@ pub struct WorkerStats {
     pub pushes: AtomicU64,
     pub accept_errors: AtomicU64,
     pub backend_busy: AtomicU64,
+    /// Registry updates dropped because the control plane's queue was full.
+    pub registry_dropped: AtomicU64,
     pub closed: [AtomicU64; REASON_BUCKETS],
 }
 
@@ -32,6 +34,7 @@ impl Default for WorkerStats {
             pushes: AtomicU64::new(0),
             accept_errors: AtomicU64::new(0),
             backend_busy: AtomicU64::new(0),
+            registry_dropped: AtomicU64::new(0),
             closed: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }

@@ -1,0 +1,191 @@
+//! The Redis location registry against a real redis-server (started here, persistence off,
+//! on a unix socket): records and the node lease, compare-and-delete on close, fail-open
+//! through a Redis outage with a full re-assert after, and a killed node going stale.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use ringgate::config::{AuthMode, IoDriver};
+use ringgate::registry::Location;
+use ringgate::registry::redis::RedisTarget;
+use ringgate_codec::session::{ClientConfig, ClientEvent};
+use support::*;
+
+const T: Duration = Duration::from_secs(5);
+
+struct RedisServer {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl RedisServer {
+    fn start(dir: &Path) -> RedisServer {
+        let socket = dir.join("redis.sock");
+        let _ = std::fs::remove_file(&socket);
+        let child = Command::new("redis-server")
+            .args(["--port", "0", "--save", "", "--appendonly", "no", "--unixsocketperm", "700", "--unixsocket"])
+            .arg(&socket)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (.ci/run installs it)");
+        let server = RedisServer { child, socket };
+        assert!(eventually(T, || server.conn().is_some()), "redis-server starts");
+        server
+    }
+
+    fn url(&self) -> String {
+        format!("redis+unix://{}", self.socket.display())
+    }
+
+    fn conn(&self) -> Option<redis::Connection> {
+        redis::Client::open(self.url()).ok()?.get_connection().ok()
+    }
+
+    fn hget(&self, key: &str, field: &str) -> Option<String> {
+        redis::cmd("HGET").arg(key).arg(field).query(&mut self.conn()?).ok().flatten()
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn target(redis: &RedisServer, lease: Duration) -> RedisTarget {
+    RedisTarget {
+        url: redis.url(),
+        cluster: Vec::new(),
+        prefix: "rg".into(),
+        lease_ttl: lease,
+        fail_open: true,
+        queue: 10_000,
+    }
+}
+
+fn login(addr: std::net::SocketAddr, user: &str, device: &str) -> (TestClient, u64) {
+    let mut c = TestClient::connect_with(addr, ClientConfig::new("", user, device));
+    match c.next_event(T) {
+        Some(ClientEvent::Authenticated(ok)) => (c, ok.connection_id),
+        other => panic!("{user}: {other:?}"),
+    }
+}
+
+fn records_and_compare_and_delete(driver: IoDriver) {
+    let dir = tempdir::Dir::new();
+    let redis = RedisServer::start(dir.path());
+    let mut config = support::config(driver);
+    config.auth = AuthMode::None;
+    config.redis = Some(target(&redis, Duration::from_secs(2)));
+    let gw = start_with(config, 2);
+    assert!(eventually(T, || gw.registry().is_some_and(|r| r.up)), "registry connects");
+
+    // The node lease: this start's epoch, expiring unless refreshed.
+    let epoch = redis.hget("rg:n:test-node", "epoch");
+    assert_eq!(epoch, Some(gw.node_epoch().to_string()));
+    let ttl: i64 = redis::cmd("PTTL").arg("rg:n:test-node").query(&mut redis.conn().unwrap()).unwrap();
+    assert!(ttl > 0 && ttl <= 2000, "lease ttl {ttl} ms");
+
+    // A login is recorded under user -> device.
+    let (alice, conn_id) = login(gw.local_addr(), "alice", "phone");
+    assert!(eventually(T, || redis.hget("rg:u:alice", "phone").is_some()));
+    let record = Location::parse(&redis.hget("rg:u:alice", "phone").unwrap()).unwrap();
+    assert_eq!((record.node_id.as_str(), record.node_epoch, record.conn_id), ("test-node", gw.node_epoch(), conn_id));
+
+    // A newer login elsewhere replaced the record; the old connection's close must not erase it.
+    let newer = Location { node_id: "other-node".into(), node_epoch: 1, conn_id: 99, since_ms: 1 }.encode();
+    let _: () =
+        redis::cmd("HSET").arg("rg:u:alice").arg("phone").arg(&newer).query(&mut redis.conn().unwrap()).unwrap();
+    drop(alice);
+    assert!(eventually(T, || gw.registry().is_some_and(|r| r.records == 0 && r.pending == 0)));
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(redis.hget("rg:u:alice", "phone"), Some(newer));
+
+    // A plain close removes its own record.
+    let (bob, _) = login(gw.local_addr(), "bob", "d");
+    assert!(eventually(T, || redis.hget("rg:u:bob", "d").is_some()));
+    drop(bob);
+    assert!(eventually(T, || redis.hget("rg:u:bob", "d").is_none()));
+
+    // Shutdown deregisters the lease.
+    gw.shutdown();
+    assert_eq!(redis.hget("rg:n:test-node", "epoch"), None);
+}
+
+fn outage_then_reassert(driver: IoDriver) {
+    let dir = tempdir::Dir::new();
+    let mut redis = RedisServer::start(dir.path());
+    let mut config = support::config(driver);
+    config.auth = AuthMode::None;
+    config.redis = Some(target(&redis, Duration::from_secs(1)));
+    let gw = start_with(config, 2);
+    let (mut early, _) = login(gw.local_addr(), "early", "d");
+    assert!(eventually(T, || redis.hget("rg:u:early", "d").is_some()));
+
+    redis.stop();
+    assert!(eventually(T, || gw.registry().is_some_and(|r| !r.up)), "outage noticed");
+    // Fail-open: clients keep working and new ones are admitted while Redis is down.
+    let (mut during, _) = login(gw.local_addr(), "during", "d");
+    during.echo(b"still served");
+    early.echo(b"still served");
+
+    // Redis comes back empty (no persistence): the node re-asserts its lease and records.
+    let redis = RedisServer::start(dir.path());
+    assert!(eventually(Duration::from_secs(10), || redis.hget("rg:u:during", "d").is_some()), "re-asserted");
+    assert!(redis.hget("rg:u:early", "d").is_some());
+    assert_eq!(redis.hget("rg:n:test-node", "epoch"), Some(gw.node_epoch().to_string()));
+    assert!(gw.registry().unwrap().reasserts >= 2);
+}
+
+#[test]
+fn killed_node_goes_stale_within_the_lease() {
+    let dir = tempdir::Dir::new();
+    let redis = RedisServer::start(dir.path());
+    let path = dir.path().join("gw.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[node]\nid = \"doomed\"\n[listen]\ntcp = \"127.0.0.1:0\"\n[auth]\nmode = \"none\"\n\
+             [redis]\nurl = \"{}\"\nlease_ttl = \"1s\"\n",
+            redis.url()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringgate"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (addr, _) = wait_listening(&mut child).unwrap();
+    let (_dave, _) = login(addr.parse().unwrap(), "dave", "d");
+    assert!(eventually(T, || redis.hget("rg:u:dave", "d").is_some()));
+    let killed = std::time::Instant::now();
+    child.kill().unwrap(); // SIGKILL: no deregistration
+    child.wait().unwrap();
+    assert!(eventually(T, || redis.hget("rg:n:doomed", "epoch").is_none()), "lease expires");
+    let gone_after = killed.elapsed();
+    assert!(gone_after <= Duration::from_millis(1500), "lease gone {gone_after:?} after kill -9");
+    // A reader ignores (and removes) the record whose node lease is gone.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let live = rt.block_on(async {
+        let client = redis::Client::open(redis.url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        ringgate::registry::redis::lookup(&mut conn, "rg", "dave").await.unwrap()
+    });
+    assert!(live.is_empty(), "stale record returned: {live:?}");
+    assert_eq!(redis.hget("rg:u:dave", "d"), None, "stale record cleaned up");
+    eprintln!("killed node's users gone from lookups {gone_after:?} after kill -9 (lease 1 s)");
+}
+
+both_drivers!(records_and_compare_and_delete, outage_then_reassert);

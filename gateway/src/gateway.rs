@@ -13,7 +13,7 @@ use ringgate_codec::ReasonCode;
 use crate::backend::embedded;
 use crate::config::Config;
 use crate::control::dns::DiscoveryState;
-use crate::registry::redis::{NodeInfo, RedisTarget, RegistryState, RegistryTx};
+use crate::registry::redis::{NodeInfo, RedisTarget, RegistryIo, RegistryState, RegistryTx};
 use crate::worker::stats::WorkerStats;
 use crate::worker::{self, Backends, WorkerMsg, WorkerSetup};
 
@@ -69,7 +69,7 @@ impl Gateway {
         let (registry, registry_tx) = match &config.redis {
             Some(target) => {
                 let node = NodeInfo { id: config.node_id.clone(), epoch: node_epoch, addr: config.advertise.clone() };
-                let (r, tx) = start_registry(target.clone(), node)?;
+                let (r, tx) = start_registry(target.clone(), node, config.device_policy, senders.clone())?;
                 (Some(r), Some(tx))
             }
             None => (None, None),
@@ -194,16 +194,22 @@ fn start_discovery(target: crate::config::DnsTarget, workers: Vec<flume::Sender<
     Ok(Discovery { state, stop: Some(stop_tx), thread: Some(thread) })
 }
 
-fn start_registry(target: RedisTarget, node: NodeInfo) -> io::Result<(Registry, RegistryTx)> {
+fn start_registry(
+    target: RedisTarget,
+    node: NodeInfo,
+    policy: crate::registry::DevicePolicy,
+    workers: Vec<flume::Sender<WorkerMsg>>,
+) -> io::Result<(Registry, RegistryTx)> {
     let state = Arc::new(Mutex::new(RegistryState::default()));
     let up = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (tx, rx) = flume::bounded(QUEUE);
     let (stop_tx, stop_rx) = flume::bounded::<()>(1);
     let handle = RegistryTx { tx, up: up.clone(), fail_open: target.fail_open };
     let thread_state = state.clone();
-    let thread = std::thread::Builder::new()
-        .name("ringgate-registry".into())
-        .spawn(move || crate::registry::redis::run(target, node, rx, up, thread_state, stop_rx))?;
+    let thread = std::thread::Builder::new().name("ringgate-registry".into()).spawn(move || {
+        let io = RegistryIo { ops: rx, workers, up, state: thread_state, stop: stop_rx };
+        crate::registry::redis::run(target, node, policy, io)
+    })?;
     Ok((Registry { state, stop: Some(stop_tx), thread: Some(thread) }, handle))
 }
 

@@ -102,7 +102,9 @@ fn records_and_compare_and_delete(driver: IoDriver) {
     assert_eq!((record.node_id.as_str(), record.node_epoch, record.conn_id), ("test-node", gw.node_epoch(), conn_id));
 
     // A newer login elsewhere replaced the record; the old connection's close must not erase it.
-    let newer = Location { node_id: "other-node".into(), node_epoch: 1, conn_id: 99, since_ms: 1 }.encode();
+    let newer =
+        Location { node_id: "other-node".into(), node_epoch: 1, conn_id: 99, since_ms: 1, platform: "ios".into() }
+            .encode();
     let _: () =
         redis::cmd("HSET").arg("rg:u:alice").arg("phone").arg(&newer).query(&mut redis.conn().unwrap()).unwrap();
     drop(alice);
@@ -188,4 +190,32 @@ fn killed_node_goes_stale_within_the_lease() {
     eprintln!("killed node's users gone from lookups {gone_after:?} after kill -9 (lease 1 s)");
 }
 
-both_drivers!(records_and_compare_and_delete, outage_then_reassert);
+/// One user, two nodes sharing Redis, one session per user: a login on node B kicks the
+/// session on node A, and Redis then holds only B's record.
+fn login_elsewhere_kicks_across_nodes(driver: IoDriver) {
+    let dir = tempdir::Dir::new();
+    let redis = RedisServer::start(dir.path());
+    let node = |id: &str| {
+        let mut config = support::config(driver);
+        config.node_id = id.into();
+        config.auth = AuthMode::None;
+        config.device_policy = ringgate::registry::DevicePolicy::OnePerUser;
+        config.redis = Some(target(&redis, Duration::from_secs(2)));
+        start_with(config, 2)
+    };
+    let (a, b) = (node("node-a"), node("node-b"));
+    assert!(eventually(T, || a.registry().is_some_and(|r| r.up) && b.registry().is_some_and(|r| r.up)));
+    let (mut on_a, _) = login(a.local_addr(), "erin", "phone");
+    assert!(eventually(T, || redis.hget("rg:u:erin", "phone").is_some()));
+    let (mut on_b, b_conn) = login(b.local_addr(), "erin", "laptop");
+    match on_a.next_event(T) {
+        Some(ClientEvent::Kicked(k)) => assert_eq!(k.reason, ringgate_codec::ReasonCode::REPLACED),
+        other => panic!("node A's session was not kicked: {other:?}"),
+    }
+    assert!(eventually(T, || redis.hget("rg:u:erin", "phone").is_none()));
+    let record = Location::parse(&redis.hget("rg:u:erin", "laptop").unwrap()).unwrap();
+    assert_eq!((record.node_id.as_str(), record.conn_id), ("node-b", b_conn));
+    on_b.echo(b"the new session works");
+}
+
+both_drivers!(records_and_compare_and_delete, outage_then_reassert, login_elsewhere_kicks_across_nodes);

@@ -87,6 +87,8 @@ pub struct Config {
     pub auth: AuthMode,
     /// `None`: the embedded reference backend.
     pub backend: Option<BackendConfig>,
+    /// How many sessions a user may hold at once (across every node with Redis).
+    pub device_policy: crate::registry::DevicePolicy,
     /// `None`: the in-process registry (single node).
     pub redis: Option<crate::registry::redis::RedisTarget>,
     /// Address this node advertises in its lease (default: the listen address).
@@ -172,6 +174,7 @@ struct RawLimits {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct RawSession {
+    device_policy: Option<Value>,
     auth_timeout: Option<Value>,
     heartbeat_interval: Option<Value>,
     idle_multiple: Option<Value>,
@@ -263,8 +266,19 @@ impl Config {
             session,
             auth: auth_mode(raw.auth, x),
             backend: raw.backend.map(|b| backend(b, x)),
+            device_policy: x.get("session.device_policy", raw.session.device_policy, Default::default(), device_policy),
             redis: raw.redis.map(|r| redis(r, x)),
         }
+    }
+}
+
+fn device_policy(v: &Value) -> Result<crate::registry::DevicePolicy, String> {
+    use crate::registry::DevicePolicy as P;
+    match string(v)?.as_str() {
+        "many" => Ok(P::Many),
+        "one_per_platform" => Ok(P::OnePerPlatform),
+        "one_per_user" => Ok(P::OnePerUser),
+        other => Err(format!("{other:?} is not one of \"many\", \"one_per_platform\", \"one_per_user\"")),
     }
 }
 

@@ -17,12 +17,14 @@ pub struct Location {
     pub node_epoch: u64,
     pub conn_id: u64,
     pub since_ms: u64,
+    /// The client platform's name ("ios", "android", ...), for the one-per-platform policy.
+    pub platform: String,
 }
 
 impl Location {
-    /// The stored form: `node|epoch|conn|since`, all decimal but the node id.
+    /// The stored form: `node|epoch|conn|since|platform`, numbers in decimal.
     pub fn encode(&self) -> String {
-        format!("{}|{}|{}|{}", self.node_id, self.node_epoch, self.conn_id, self.since_ms)
+        format!("{}|{}|{}|{}|{}", self.node_id, self.node_epoch, self.conn_id, self.since_ms, self.platform)
     }
 
     /// Parses the stored form; `None` for anything else (a reader skips it).
@@ -32,10 +34,44 @@ impl Location {
         let node_epoch = parts.next()?.parse().ok()?;
         let conn_id = parts.next()?.parse().ok()?;
         let since_ms = parts.next()?.parse().ok()?;
+        let platform = parts.next()?.to_owned();
         if parts.next().is_some() || node_id.is_empty() {
             return None;
         }
-        Some(Location { node_id, node_epoch, conn_id, since_ms })
+        Some(Location { node_id, node_epoch, conn_id, since_ms, platform })
+    }
+}
+
+/// How many sessions a user may hold at once; a login that breaks the policy replaces the
+/// older sessions (they get Kick `replaced`), on whichever node they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DevicePolicy {
+    /// Any number of devices; only a re-login of the same device replaces its old session.
+    #[default]
+    Many,
+    /// One session per platform (a phone and a desktop, not two phones).
+    OnePerPlatform,
+    /// One session per user.
+    OnePerUser,
+}
+
+impl DevicePolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DevicePolicy::Many => "many",
+            DevicePolicy::OnePerPlatform => "one_per_platform",
+            DevicePolicy::OnePerUser => "one_per_user",
+        }
+    }
+
+    /// Whether a new session (device, platform) displaces an existing one.
+    pub fn displaces(self, new: (&str, &str), old: (&str, &str)) -> bool {
+        new.0 == old.0
+            || match self {
+                DevicePolicy::Many => false,
+                DevicePolicy::OnePerPlatform => new.1 == old.1,
+                DevicePolicy::OnePerUser => true,
+            }
     }
 }
 
@@ -139,7 +175,7 @@ mod tests {
     use super::*;
 
     fn loc(conn: u64) -> Location {
-        Location { node_id: "n1".into(), node_epoch: 7, conn_id: conn, since_ms: 1 }
+        Location { node_id: "n1".into(), node_epoch: 7, conn_id: conn, since_ms: 1, platform: "ios".into() }
     }
 
     fn put(device: &str, conn: u64) -> RegistryOp {
@@ -153,7 +189,7 @@ mod tests {
     #[test]
     fn location_round_trip() {
         assert_eq!(Location::parse(&loc(42).encode()), Some(loc(42)));
-        for bad in ["", "n1|7|42", "n1|x|42|1", "|7|42|1", "n1|7|42|1|extra"] {
+        for bad in ["", "n1|7|42|1", "n1|x|42|1|ios", "|7|42|1|ios", "n1|7|42|1|ios|extra"] {
             assert_eq!(Location::parse(bad), None, "{bad}");
         }
     }

@@ -19,7 +19,12 @@ use std::time::Duration;
 use redis::aio::ConnectionLike;
 use ringgate_codec::backoff::Backoff;
 
-use super::{Batcher, Location, RegistryOp};
+use ringgate_codec::ReasonCode;
+use ringgate_codec::link::{KickTarget, LinkFrame, LinkKick};
+
+use super::{Batcher, DevicePolicy, Location, RegistryOp};
+use crate::worker::WorkerMsg;
+use crate::worker::state::owner_of;
 
 /// Removes `field` from hash `KEYS[1]` only if it still holds `ARGV[2]`.
 pub const COMPARE_AND_DELETE: &str = r"
@@ -27,6 +32,30 @@ if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
   return redis.call('HDEL', KEYS[1], ARGV[1])
 end
 return 0";
+
+/// Records a login: HSET `ARGV[1]` (device) = `ARGV[2]` (record) in `KEYS[1]`, first removing
+/// the records the device policy `ARGV[3]` says it replaces (same device always; same
+/// platform `ARGV[4]` for one_per_platform; every device for one_per_user). Returns the
+/// replaced records, so their nodes can be told to kick those sessions.
+pub const PUT_DISPLACE: &str = r"
+local displaced = {}
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if old and old ~= ARGV[2] then table.insert(displaced, old) end
+if ARGV[3] ~= 'many' then
+  local all = redis.call('HGETALL', KEYS[1])
+  for i = 1, #all, 2 do
+    local device, record = all[i], all[i + 1]
+    if device ~= ARGV[1] then
+      local platform = string.match(record, '([^|]*)$')
+      if ARGV[3] == 'one_per_user' or platform == ARGV[4] then
+        redis.call('HDEL', KEYS[1], device)
+        table.insert(displaced, record)
+      end
+    end
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return displaced";
 
 /// Deletes the lease `KEYS[1]` only if it is still this epoch's (`ARGV[1]`).
 const DEREGISTER: &str = r"
@@ -87,6 +116,11 @@ pub fn node_key(prefix: &str, node: &str) -> String {
     format!("{prefix}:n:{node}")
 }
 
+/// The list a node pops kicks from: entries `epoch|conn_id`.
+pub fn kick_key(prefix: &str, node: &str) -> String {
+    format!("{prefix}:kick:{node}")
+}
+
 enum Conn {
     Single(redis::aio::ConnectionManager),
     Cluster(redis::cluster_async::ClusterConnection),
@@ -110,73 +144,134 @@ impl Conn {
         }
     }
 
-    async fn run(&mut self, pipe: &redis::Pipeline) -> redis::RedisResult<()> {
+    /// Runs `cmds` (pipelined on a single node, one by one on a cluster, where they may span
+    /// slots) and returns the replies of those marked wanted, in order.
+    async fn run(&mut self, cmds: &[(redis::Cmd, bool)]) -> redis::RedisResult<Vec<redis::Value>> {
         match self {
-            Conn::Single(c) => pipe.query_async::<()>(c).await,
-            Conn::Cluster(c) => run_each(c, pipe).await,
+            Conn::Single(c) => {
+                let mut pipe = redis::pipe();
+                for (cmd, want) in cmds {
+                    pipe.add_command(cmd.clone());
+                    if !want {
+                        pipe.ignore();
+                    }
+                }
+                pipe.query_async(c).await
+            }
+            Conn::Cluster(c) => {
+                let mut out = Vec::new();
+                for (cmd, want) in cmds {
+                    let value = c.req_packed_command(cmd).await?;
+                    if *want {
+                        out.push(value);
+                    }
+                }
+                Ok(out)
+            }
         }
     }
 }
 
-/// A cluster pipeline may span slots; sending its commands one by one keeps each on its slot.
-async fn run_each(c: &mut impl ConnectionLike, pipe: &redis::Pipeline) -> redis::RedisResult<()> {
-    for cmd in pipe.cmd_iter() {
-        c.req_packed_command(cmd).await?;
+fn eval(script: &str, key: String, args: &[String]) -> redis::Cmd {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(script).arg(1).arg(key);
+    for a in args {
+        cmd.arg(a);
     }
-    Ok(())
+    cmd
 }
 
-fn add_op(pipe: &mut redis::Pipeline, prefix: &str, op: &RegistryOp) {
+/// The command for one update; a Put's reply (the records it replaced) is wanted.
+fn op_cmd(prefix: &str, op: &RegistryOp, policy: DevicePolicy) -> (redis::Cmd, bool) {
     match op {
         RegistryOp::Put { user, device, location } => {
-            pipe.hset(user_key(prefix, user), device, location.encode()).ignore();
+            let args = [device.clone(), location.encode(), policy.as_str().into(), location.platform.clone()];
+            (eval(PUT_DISPLACE, user_key(prefix, user), &args), true)
         }
         RegistryOp::Del { user, device, location } => {
-            pipe.cmd("EVAL")
-                .arg(COMPARE_AND_DELETE)
-                .arg(1)
-                .arg(user_key(prefix, user))
-                .arg(device)
-                .arg(location.encode())
-                .ignore();
+            (eval(COMPARE_AND_DELETE, user_key(prefix, user), &[device.clone(), location.encode()]), false)
         }
     }
 }
 
-fn add_lease(pipe: &mut redis::Pipeline, prefix: &str, node: &NodeInfo, records: usize, ttl: Duration) {
-    let key = node_key(prefix, &node.id);
-    pipe.hset_multiple(
-        &key,
-        &[
-            ("epoch", node.epoch.to_string()),
-            ("addr", node.addr.clone()),
-            ("started_ms", (node.epoch).to_string()),
-            ("conns", records.to_string()),
-        ],
-    )
-    .ignore();
-    pipe.pexpire(&key, ttl.as_millis() as i64).ignore();
+/// After an outage: write the record unless the field holds another one, which is a newer
+/// login made meanwhile (or a stale record that readers discard).
+fn reassert_cmd(prefix: &str, op: &RegistryOp) -> (redis::Cmd, bool) {
+    let RegistryOp::Put { user, device, location } = op else { return (redis::cmd("PING"), false) };
+    let mut cmd = redis::cmd("HSETNX");
+    cmd.arg(user_key(prefix, user)).arg(device).arg(location.encode());
+    (cmd, false)
 }
 
-/// Runs the registry until `stop`'s sender is dropped, then deregisters the lease.
-pub fn run(
-    target: RedisTarget,
-    node: NodeInfo,
-    ops: flume::Receiver<RegistryOp>,
-    up: Arc<AtomicBool>,
-    state: Arc<Mutex<RegistryState>>,
-    stop: flume::Receiver<()>,
-) {
+fn lease_cmds(prefix: &str, node: &NodeInfo, records: usize, ttl: Duration) -> Vec<(redis::Cmd, bool)> {
+    let key = node_key(prefix, &node.id);
+    let mut hset = redis::cmd("HSET");
+    hset.arg(&key)
+        .arg("epoch")
+        .arg(node.epoch)
+        .arg("addr")
+        .arg(&node.addr)
+        .arg("started_ms")
+        .arg(node.epoch)
+        .arg("conns")
+        .arg(records);
+    let mut expire = redis::cmd("PEXPIRE");
+    expire.arg(&key).arg(ttl.as_millis() as u64);
+    vec![(hset, false), (expire, false)]
+}
+
+/// Kick-list pushes for every displaced record held by another node.
+fn kick_cmds(prefix: &str, own: &str, replies: &[redis::Value]) -> Vec<(redis::Cmd, bool)> {
+    let mut cmds = Vec::new();
+    for reply in replies {
+        let records: Vec<String> = redis::from_redis_value(reply.clone()).unwrap_or_default();
+        for location in records.iter().filter_map(|r| Location::parse(r)) {
+            if location.node_id == own {
+                continue; // this node's workers already displaced it
+            }
+            let key = kick_key(prefix, &location.node_id);
+            let mut push = redis::cmd("RPUSH");
+            push.arg(&key).arg(format!("{}|{}", location.node_epoch, location.conn_id));
+            let mut expire = redis::cmd("EXPIRE");
+            expire.arg(&key).arg(60);
+            cmds.push((push, false));
+            cmds.push((expire, false));
+        }
+    }
+    cmds
+}
+
+/// The registry task's connections to the rest of the node.
+#[derive(Debug)]
+pub struct RegistryIo {
+    /// Updates from the workers.
+    pub ops: flume::Receiver<RegistryOp>,
+    /// Worker inboxes, for kicks of sessions replaced by logins on other nodes.
+    pub workers: Vec<flume::Sender<WorkerMsg>>,
+    pub up: Arc<AtomicBool>,
+    pub state: Arc<Mutex<RegistryState>>,
+    /// Dropping its sender stops the task (after a final flush and deregistration).
+    pub stop: flume::Receiver<()>,
+}
+
+/// Runs the registry until `io.stop`'s sender is dropped, then deregisters the lease.
+pub fn run(target: RedisTarget, node: NodeInfo, policy: DevicePolicy, io: RegistryIo) {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => return tracing::error!(error = %e, "registry cannot start"),
     };
-    runtime.block_on(Task { target, node, up, state, batcher: Batcher::default(), conn: None }.run(ops, stop));
+    let RegistryIo { ops, workers, up, state, stop } = io;
+    runtime.block_on(async move {
+        let kicks = tokio::spawn(kick_loop(target.clone(), node.clone(), workers));
+        Task { target, node, policy, up, state, batcher: Batcher::default(), conn: None }.run(ops, stop).await;
+        kicks.abort();
+    });
 }
 
 struct Task {
     target: RedisTarget,
     node: NodeInfo,
+    policy: DevicePolicy,
     up: Arc<AtomicBool>,
     state: Arc<Mutex<RegistryState>>,
     batcher: Batcher,
@@ -250,50 +345,43 @@ impl Task {
         self.deregister().await;
     }
 
-    /// Writes pending ops (and, on `reassert`, the lease and every owned record) in one pipeline.
+    /// Writes pending ops (and, on `reassert`, the lease and every owned record) in one
+    /// pipeline, then tells other nodes to kick the sessions the logins replaced.
     async fn flush(&mut self, reassert: bool) -> redis::RedisResult<()> {
         let prefix = self.target.prefix.clone();
-        let mut ops = self.batcher.take();
+        let ops = self.batcher.take();
+        let mut cmds = lease_cmds(&prefix, &self.node, self.batcher.records(), self.target.lease_ttl);
         if reassert {
-            // Every owned record, plus the pending removals (their records may predate the outage).
-            ops.retain(|op| matches!(op, RegistryOp::Del { .. }));
-            ops.extend(self.batcher.mirror_ops());
+            cmds.extend(self.batcher.mirror_ops().iter().map(|op| reassert_cmd(&prefix, op)));
         }
-        let mut pipe = redis::pipe();
-        add_lease(&mut pipe, &prefix, &self.node, self.batcher.records(), self.target.lease_ttl);
-        for op in &ops {
-            add_op(&mut pipe, &prefix, op);
-        }
+        cmds.extend(ops.iter().map(|op| op_cmd(&prefix, op, self.policy)));
         let Some(conn) = self.conn.as_mut() else {
+            self.batcher.restore(ops);
             return Err(redis::RedisError::from((redis::ErrorKind::Io, "no connection")));
         };
-        match conn.run(&pipe).await {
-            Ok(()) => {
-                self.with_state(|s| {
-                    s.batches += 1;
-                    s.reasserts += u64::from(reassert);
-                });
-                Ok(())
-            }
+        let replies = match conn.run(&cmds).await {
+            Ok(replies) => replies,
             Err(e) => {
-                if !reassert {
-                    self.batcher.restore(ops);
-                }
-                Err(e)
+                self.batcher.restore(ops);
+                return Err(e);
             }
+        };
+        let kicks = kick_cmds(&prefix, &self.node.id, &replies);
+        if !kicks.is_empty() {
+            conn.run(&kicks).await?;
         }
+        self.with_state(|s| {
+            s.batches += 1;
+            s.reasserts += u64::from(reassert);
+        });
+        Ok(())
     }
 
     async fn deregister(&mut self) {
         let Some(conn) = self.conn.as_mut() else { return };
-        let mut pipe = redis::pipe();
-        pipe.cmd("EVAL")
-            .arg(DEREGISTER)
-            .arg(1)
-            .arg(node_key(&self.target.prefix, &self.node.id))
-            .arg(self.node.epoch)
-            .ignore();
-        let _ = tokio::time::timeout(Duration::from_secs(2), conn.run(&pipe)).await;
+        let key = node_key(&self.target.prefix, &self.node.id);
+        let cmd = eval(DEREGISTER, key, &[self.node.epoch.to_string()]);
+        let _ = tokio::time::timeout(Duration::from_secs(2), conn.run(&[(cmd, false)])).await;
     }
 
     fn set_up(&self, up: bool) {
@@ -305,6 +393,42 @@ impl Task {
         if let Ok(mut s) = self.state.lock() {
             f(&mut s);
         }
+    }
+}
+
+/// Pops kicks addressed to this node (sessions another node's login replaced) and hands each
+/// to the worker holding the connection, as a backend Kick would be.
+async fn kick_loop(target: RedisTarget, node: NodeInfo, workers: Vec<flume::Sender<WorkerMsg>>) {
+    let key = kick_key(&target.prefix, &node.id);
+    loop {
+        let Ok(Ok(mut conn)) = tokio::time::timeout(Duration::from_secs(3), Conn::connect(&target)).await else {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        };
+        loop {
+            let mut blpop = redis::cmd("BLPOP");
+            blpop.arg(&key).arg(1);
+            let reply = match conn.run(&[(blpop, true)]).await {
+                Ok(mut replies) => replies.pop(),
+                Err(_) => break,
+            };
+            let popped: Option<(String, String)> = reply.and_then(|v| redis::from_redis_value(v).ok());
+            let Some((_, entry)) = popped else { continue };
+            let Some((epoch, conn_id)) = entry.split_once('|') else { continue };
+            let (Ok(epoch), Ok(conn_id)) = (epoch.parse::<u64>(), conn_id.parse::<u64>()) else { continue };
+            if epoch != node.epoch {
+                continue; // meant for an earlier start of this node
+            }
+            let kick = LinkKick {
+                target: KickTarget::Conn(conn_id),
+                reason: ReasonCode::REPLACED,
+                message: "logged in elsewhere".into(),
+            };
+            if let Some(worker) = owner_of(conn_id).and_then(|w| workers.get(w)) {
+                let _ = worker.try_send(WorkerMsg::FromBackend { link: None, frame: LinkFrame::Kick(kick) });
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

@@ -41,6 +41,9 @@ pub enum WorkerMsg {
     /// A node-wide frame another worker read from a link; deliver locally only, and send the
     /// delivered count to `reply` = (origin worker, token) when given.
     Fanout { frame: LinkFrame, reply: Option<(usize, u64)> },
+    /// A user logged in (connection `except`): close the user's sessions here that the device
+    /// policy says it replaces.
+    Displace { user: Arc<str>, device: Arc<str>, platform: &'static str, except: u64 },
     /// A peer's delivered count for a node-wide push this worker is tallying.
     PushCount { token: u64, delivered: u32 },
     /// Close every connection with `server_shutdown` and stop.
@@ -210,6 +213,9 @@ async fn inbox_loop(worker: Rc<RefCell<Worker>>, inbox: flume::Receiver<WorkerMs
                 WorkerMsg::FromBackend { link, frame } => worker.borrow_mut().on_backend(Via::Link(link), frame),
                 WorkerMsg::Fanout { frame, reply } => worker.borrow_mut().on_backend(Via::Fanout { reply }, frame),
                 WorkerMsg::PushCount { token, delivered } => worker.borrow_mut().on_push_count(token, delivered),
+                WorkerMsg::Displace { user, device, platform, except } => {
+                    worker.borrow_mut().displace(&user, &device, platform, except)
+                }
                 WorkerMsg::Backends(addrs) => links.apply(&worker, &addrs),
                 WorkerMsg::Shutdown => return,
             }

@@ -203,15 +203,8 @@ impl Worker {
                 }
                 let since_ms = unix_ms();
                 let node = (self.config.node_id.as_str(), self.node_epoch);
-                register(
-                    &self.registry,
-                    &self.stats,
-                    node,
-                    (id, since_ms),
-                    &identity.user_id,
-                    &identity.device_id,
-                    true,
-                );
+                let who = (identity.user_id.as_str(), identity.device_id.as_str(), identity.platform.as_str());
+                register(&self.registry, &self.stats, node, (id, since_ms), who, true);
                 let key = user_key(&identity.user_id);
                 conn.identity = Some(ConnIdentity {
                     user_id: identity.user_id.into_boxed_str(),
@@ -226,6 +219,7 @@ impl Worker {
                     link.conn_opened(id, conn);
                 }
                 self.mark_dirty(id);
+                self.announce_login(id);
             }
             Err((reason, message)) => {
                 WorkerStats::inc(&self.stats.auth_failed);
@@ -315,7 +309,8 @@ impl Worker {
         if let Some(identity) = conn.identity.take() {
             let node = (self.config.node_id.as_str(), self.node_epoch);
             let conn = (id, identity.since_ms);
-            register(&self.registry, &self.stats, node, conn, &identity.user_id, &identity.device_id, false);
+            let who = (&*identity.user_id, &*identity.device_id, identity.platform.as_str());
+            register(&self.registry, &self.stats, node, conn, who, false);
             let key = user_key(&identity.user_id);
             if let Some(ids) = self.users.get_mut(&key) {
                 ids.remove(id);
@@ -379,6 +374,41 @@ impl Worker {
     fn route_in<'a>(ring: &Ring, links: &'a mut [Link], key: &[u8]) -> Option<&'a mut Link> {
         let index = if ring.is_empty() { 0 } else { ring.pick(key, |i| links.get(i).is_some_and(Link::is_up))? };
         links.get_mut(index).filter(|l| l.is_up())
+    }
+
+    /// Tells every worker (this one included) about a login so each closes the sessions the
+    /// device policy says it replaces. Sessions on other nodes are the registry's job.
+    fn announce_login(&mut self, id: u64) {
+        let Some(identity) = self.conns.get(&id).and_then(|c| c.identity.as_ref()) else { return };
+        let user: Arc<str> = Arc::from(&*identity.user_id);
+        let device: Arc<str> = Arc::from(&*identity.device_id);
+        let platform = identity.platform.as_str();
+        for (i, peer) in self.peers.iter().enumerate() {
+            if i != self.index {
+                let msg = WorkerMsg::Displace { user: user.clone(), device: device.clone(), platform, except: id };
+                let _ = peer.try_send(msg);
+            }
+        }
+        self.displace(&user, &device, platform, id);
+    }
+
+    /// Closes this worker's sessions of `user` that a login of (device, platform) replaces.
+    pub fn displace(&mut self, user: &str, device: &str, platform: &str, except: u64) {
+        let policy = self.config.device_policy;
+        let replaced: Vec<u64> = self
+            .conns_of(user, None)
+            .into_iter()
+            .filter(|&id| id != except)
+            .filter(|id| {
+                self.conns
+                    .get(id)
+                    .and_then(|c| c.identity.as_ref())
+                    .is_some_and(|i| policy.displaces((device, platform), (&i.device_id, i.platform.as_str())))
+            })
+            .collect();
+        for id in replaced {
+            self.close(id, ReasonCode::REPLACED, "logged in elsewhere", true);
+        }
     }
 
     pub fn next_tally_token(&mut self) -> u64 {
@@ -515,12 +545,17 @@ fn register(
     stats: &WorkerStats,
     (node_id, node_epoch): (&str, u64),
     (id, since_ms): (u64, u64),
-    user: &str,
-    device: &str,
+    (user, device, platform): (&str, &str, &str),
     put: bool,
 ) {
     let Some(registry) = registry else { return };
-    let location = crate::registry::Location { node_id: node_id.to_owned(), node_epoch, conn_id: id, since_ms };
+    let location = crate::registry::Location {
+        node_id: node_id.to_owned(),
+        node_epoch,
+        conn_id: id,
+        since_ms,
+        platform: platform.to_owned(),
+    };
     let (user, device) = (user.to_owned(), device.to_owned());
     let op = if put {
         crate::registry::RegistryOp::Put { user, device, location }

@@ -5,6 +5,7 @@ pub mod conn;
 pub mod drivers;
 pub mod gateway;
 pub mod procinfo;
+pub mod registry;
 pub mod ring;
 pub mod run;
 pub mod stats;

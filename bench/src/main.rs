@@ -68,6 +68,14 @@ enum Cmd {
         #[arg(long, default_value_t = 4096)]
         window: u32,
     },
+    /// Registry throughput (logins written per second, pipelined) and lookup latency, against
+    /// a redis-server started for the run.
+    Registry {
+        #[arg(long, default_value_t = 100_000)]
+        logins: usize,
+        #[arg(long, default_value_t = 10_000)]
+        lookups: usize,
+    },
     /// Consistent-hashing quality: keys moved when a backend is added or removed, balance.
     Ring {
         #[arg(long, default_value_t = 100_000)]
@@ -128,6 +136,13 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Cmd::Backend { listen, id, window } => match backend(listen, id, window) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ringgate-bench: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Cmd::Registry { logins, lookups } => match ringgate_bench::registry::run(logins, lookups) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("ringgate-bench: {e}");

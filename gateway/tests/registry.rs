@@ -61,6 +61,128 @@ impl Drop for RedisServer {
     }
 }
 
+/// A 3-master Redis Cluster on loopback: real cluster-enabled redis-servers joined with
+/// `redis-cli --cluster create`.
+struct RedisCluster {
+    nodes: Vec<Child>,
+    ports: Vec<u16>,
+}
+
+impl RedisCluster {
+    fn start(dir: &Path) -> RedisCluster {
+        let ports = free_cluster_ports(3);
+        let nodes: Vec<Child> = ports
+            .iter()
+            .map(|port| {
+                Command::new("redis-server")
+                    .current_dir(dir)
+                    .args(["--port", &port.to_string(), "--cluster-enabled", "yes", "--save", "", "--appendonly", "no"])
+                    .args(["--cluster-config-file", &format!("nodes-{port}.conf"), "--bind", "127.0.0.1"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let cluster = RedisCluster { nodes, ports };
+        for port in &cluster.ports {
+            let url = format!("redis://127.0.0.1:{port}");
+            assert!(eventually(T, || redis::Client::open(url.as_str()).and_then(|c| c.get_connection()).is_ok()));
+        }
+        let addrs: Vec<String> = cluster.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let status = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "redis-cli --cluster create");
+        let ok = || {
+            let out = Command::new("redis-cli").args(["-p", &cluster.ports[0].to_string(), "cluster", "info"]).output();
+            out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok"))
+        };
+        assert!(eventually(Duration::from_secs(15), ok), "cluster converges");
+        cluster
+    }
+
+    fn urls(&self) -> Vec<String> {
+        self.ports.iter().map(|p| format!("redis://127.0.0.1:{p}")).collect()
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            let _ = n.kill();
+            let _ = n.wait();
+        }
+    }
+}
+
+/// Ports whose cluster bus port (+10000) is free too.
+fn free_cluster_ports(n: usize) -> Vec<u16> {
+    let mut ports = Vec::new();
+    while ports.len() < n {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        if port < 55_000 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() && !ports.contains(&port)
+        {
+            ports.push(port);
+        }
+    }
+    ports
+}
+
+/// A single server or a cluster, seen the same way by the tests.
+enum Store {
+    Single(RedisServer),
+    Cluster(RedisCluster),
+}
+
+impl Store {
+    fn hget(&self, key: &str, field: &str) -> Option<String> {
+        match self {
+            Store::Single(s) => s.hget(key, field),
+            Store::Cluster(c) => {
+                let mut conn = redis::cluster::ClusterClient::new(c.urls()).ok()?.get_connection().ok()?;
+                redis::cmd("HGET").arg(key).arg(field).query(&mut conn).ok().flatten()
+            }
+        }
+    }
+
+    fn hset(&self, key: &str, field: &str, value: &str) {
+        let mut cmd = redis::cmd("HSET");
+        cmd.arg(key).arg(field).arg(value);
+        match self {
+            Store::Single(s) => cmd.exec(&mut s.conn().unwrap()).unwrap(),
+            Store::Cluster(c) => {
+                cmd.exec(&mut redis::cluster::ClusterClient::new(c.urls()).unwrap().get_connection().unwrap()).unwrap()
+            }
+        }
+    }
+
+    fn pttl(&self, key: &str) -> i64 {
+        let mut cmd = redis::cmd("PTTL");
+        cmd.arg(key);
+        match self {
+            Store::Single(s) => cmd.query(&mut s.conn().unwrap()).unwrap(),
+            Store::Cluster(c) => {
+                cmd.query(&mut redis::cluster::ClusterClient::new(c.urls()).unwrap().get_connection().unwrap()).unwrap()
+            }
+        }
+    }
+
+    fn target(&self, lease: Duration) -> RedisTarget {
+        let (url, cluster) = match self {
+            Store::Single(s) => (s.url(), Vec::new()),
+            Store::Cluster(c) => (String::new(), c.urls()),
+        };
+        RedisTarget { url, cluster, prefix: "rg".into(), lease_ttl: lease, fail_open: true, queue: 10_000 }
+    }
+}
+
 fn target(redis: &RedisServer, lease: Duration) -> RedisTarget {
     RedisTarget {
         url: redis.url(),
@@ -82,17 +204,20 @@ fn login(addr: std::net::SocketAddr, user: &str, device: &str) -> (TestClient, u
 
 fn records_and_compare_and_delete(driver: IoDriver) {
     let dir = tempdir::Dir::new();
-    let redis = RedisServer::start(dir.path());
+    records_flow(driver, &Store::Single(RedisServer::start(dir.path())));
+}
+
+fn records_flow(driver: IoDriver, redis: &Store) {
     let mut config = support::config(driver);
     config.auth = AuthMode::None;
-    config.redis = Some(target(&redis, Duration::from_secs(2)));
+    config.redis = Some(redis.target(Duration::from_secs(2)));
     let gw = start_with(config, 2);
     assert!(eventually(T, || gw.registry().is_some_and(|r| r.up)), "registry connects");
 
     // The node lease: this start's epoch, expiring unless refreshed.
     let epoch = redis.hget("rg:n:test-node", "epoch");
     assert_eq!(epoch, Some(gw.node_epoch().to_string()));
-    let ttl: i64 = redis::cmd("PTTL").arg("rg:n:test-node").query(&mut redis.conn().unwrap()).unwrap();
+    let ttl = redis.pttl("rg:n:test-node");
     assert!(ttl > 0 && ttl <= 2000, "lease ttl {ttl} ms");
 
     // A login is recorded under user -> device.
@@ -105,8 +230,7 @@ fn records_and_compare_and_delete(driver: IoDriver) {
     let newer =
         Location { node_id: "other-node".into(), node_epoch: 1, conn_id: 99, since_ms: 1, platform: "ios".into() }
             .encode();
-    let _: () =
-        redis::cmd("HSET").arg("rg:u:alice").arg("phone").arg(&newer).query(&mut redis.conn().unwrap()).unwrap();
+    redis.hset("rg:u:alice", "phone", &newer);
     drop(alice);
     assert!(eventually(T, || gw.registry().is_some_and(|r| r.records == 0 && r.pending == 0)));
     std::thread::sleep(Duration::from_millis(200));
@@ -194,13 +318,16 @@ fn killed_node_goes_stale_within_the_lease() {
 /// session on node A, and Redis then holds only B's record.
 fn login_elsewhere_kicks_across_nodes(driver: IoDriver) {
     let dir = tempdir::Dir::new();
-    let redis = RedisServer::start(dir.path());
+    kick_flow(driver, &Store::Single(RedisServer::start(dir.path())));
+}
+
+fn kick_flow(driver: IoDriver, redis: &Store) {
     let node = |id: &str| {
         let mut config = support::config(driver);
         config.node_id = id.into();
         config.auth = AuthMode::None;
         config.device_policy = ringgate::registry::DevicePolicy::OnePerUser;
-        config.redis = Some(target(&redis, Duration::from_secs(2)));
+        config.redis = Some(redis.target(Duration::from_secs(2)));
         start_with(config, 2)
     };
     let (a, b) = (node("node-a"), node("node-b"));
@@ -216,6 +343,15 @@ fn login_elsewhere_kicks_across_nodes(driver: IoDriver) {
     let record = Location::parse(&redis.hget("rg:u:erin", "laptop").unwrap()).unwrap();
     assert_eq!((record.node_id.as_str(), record.conn_id), ("node-b", b_conn));
     on_b.echo(b"the new session works");
+}
+
+/// The same registry flows against a real 3-master Redis Cluster.
+#[test]
+fn redis_cluster() {
+    let dir = tempdir::Dir::new();
+    let cluster = Store::Cluster(RedisCluster::start(dir.path()));
+    records_flow(IoDriver::Auto, &cluster);
+    kick_flow(IoDriver::Auto, &cluster);
 }
 
 both_drivers!(records_and_compare_and_delete, outage_then_reassert, login_elsewhere_kicks_across_nodes);

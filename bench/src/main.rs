@@ -93,7 +93,7 @@ fn backend(listen: SocketAddr, id: String, window: u32) -> std::io::Result<()> {
         let listener = ringgate::listener::bind_group(listen, 1, 4096)?.remove(0);
         let listener = compio::net::TcpListener::from_std(listener)?;
         eprintln!("reference backend {id} listening on {}", listener.local_addr()?);
-        ringgate::backend::server::serve(listener, id, window).await;
+        ringgate::backend::server::serve(listener, id, window, None).await;
         Ok(())
     })
 }

@@ -34,6 +34,12 @@ enum Command {
         /// Most unacknowledged Upstreams accepted per link.
         #[arg(long, default_value_t = 4096)]
         window: u32,
+        /// Redis URL of the location registry: pushes to a user then go only to the nodes
+        /// holding the user (docs/registry.md). Without it they go to every node.
+        #[arg(long)]
+        redis: Option<String>,
+        #[arg(long, default_value = "rg")]
+        redis_prefix: String,
     },
     /// Check a config file; prints every problem and exits non-zero if there is one.
     CheckConfig { file: PathBuf },
@@ -77,7 +83,11 @@ fn main() -> ExitCode {
 fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
     match command {
         Command::Run { config } => serve(&config.unwrap_or_else(|| PathBuf::from("config/ringgate.toml"))),
-        Command::ReferenceBackend { listen, id, window } => reference_backend(listen, id, window),
+        Command::ReferenceBackend { listen, id, window, redis, redis_prefix } => {
+            let lookups =
+                redis.map(|url| ringgate::backend::server::spawn_registry_lookups(url, redis_prefix)).transpose()?;
+            reference_backend(listen, id, window, lookups)
+        }
         Command::CheckConfig { file } => {
             Config::load(&file)?;
             println!("{}: ok", file.display());
@@ -122,13 +132,18 @@ fn serve(path: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-fn reference_backend(listen: std::net::SocketAddr, id: String, window: u32) -> Result<(), Box<dyn std::error::Error>> {
+fn reference_backend(
+    listen: std::net::SocketAddr,
+    id: String,
+    window: u32,
+    lookups: Option<ringgate::backend::server::LookupTx>,
+) -> Result<(), Box<dyn std::error::Error>> {
     let runtime = compio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let std_listener = listener::bind_group(listen, 1, 4096)?.remove(0);
         let listener = compio::net::TcpListener::from_std(std_listener)?;
         tracing::info!(addr = %listener.local_addr()?, %id, "reference backend listening");
-        let server = ringgate::backend::server::serve(listener, id, window);
+        let server = ringgate::backend::server::serve(listener, id, window, lookups);
         first_of(server, compio::signal::ctrl_c()).await;
         Ok::<(), Box<dyn std::error::Error>>(())
     })

@@ -253,20 +253,39 @@ fn outage_then_reassert(driver: IoDriver) {
     let mut config = support::config(driver);
     config.auth = AuthMode::None;
     config.redis = Some(target(&redis, Duration::from_secs(1)));
-    let gw = start_with(config, 2);
+    let gw = start_with(config.clone(), 2);
+    let mut strict = config;
+    strict.node_id = "strict-node".into();
+    if let Some(r) = strict.redis.as_mut() {
+        r.fail_open = false;
+    }
+    let strict = start_with(strict, 2);
     let (mut early, _) = login(gw.local_addr(), "early", "d");
     assert!(eventually(T, || redis.hget("rg:u:early", "d").is_some()));
 
     redis.stop();
     assert!(eventually(T, || gw.registry().is_some_and(|r| !r.up)), "outage noticed");
-    // Fail-open: clients keep working and new ones are admitted while Redis is down.
+    // Fail-closed: a node configured so refuses new logins while Redis is down.
+    assert!(eventually(T, || strict.registry().is_some_and(|r| !r.up)));
+    let mut refused = TestClient::connect_with(strict.local_addr(), ClientConfig::new("", "late", "d"));
+    match refused.next_event(T) {
+        Some(ClientEvent::AuthFailed(f)) => assert_eq!(f.reason, ringgate_codec::ReasonCode::AUTH_UNAVAILABLE),
+        other => panic!("fail-closed node admitted a login: {other:?}"),
+    }
+    // Fail-open, for 10 s under traffic: clients keep working and new ones are admitted.
     let (mut during, _) = login(gw.local_addr(), "during", "d");
-    during.echo(b"still served");
-    early.echo(b"still served");
+    let outage = std::time::Instant::now();
+    while outage.elapsed() < Duration::from_secs(10) {
+        during.echo(b"still served");
+        early.echo(b"still served");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // Redis comes back empty (no persistence): the node re-asserts its lease and records.
     let redis = RedisServer::start(dir.path());
+    let back = std::time::Instant::now();
     assert!(eventually(Duration::from_secs(10), || redis.hget("rg:u:during", "d").is_some()), "re-asserted");
+    eprintln!("{driver:?}: registry complete again {:?} after redis returned", back.elapsed());
     assert!(redis.hget("rg:u:early", "d").is_some());
     assert_eq!(redis.hget("rg:n:test-node", "epoch"), Some(gw.node_epoch().to_string()));
     assert!(gw.registry().unwrap().reasserts >= 2);

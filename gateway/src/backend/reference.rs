@@ -37,11 +37,23 @@ pub struct BackendStats {
     pub conns_closed: u64,
 }
 
+/// A push to a user that waits for a registry lookup (see [`ReferenceBackend::with_registry`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserLookup {
+    pub user_id: String,
+    /// Link the triggering Send arrived on (its node gets the push if the lookup fails).
+    pub from: LinkId,
+    pub push: PushToUser,
+}
+
 /// The reference backend's state: which links belong to which gateway node.
 #[derive(Debug)]
 pub struct ReferenceBackend {
     id: String,
     window: u32,
+    /// With a registry, pushes to a user go only to the nodes holding the user.
+    registry: bool,
+    lookups: Vec<UserLookup>,
     /// node id -> (epoch, links of that node)
     nodes: BTreeMap<String, (u64, Vec<LinkId>)>,
     link_node: BTreeMap<LinkId, String>,
@@ -54,9 +66,33 @@ impl ReferenceBackend {
         ReferenceBackend {
             id: id.into(),
             window: window.max(1),
+            registry: false,
+            lookups: Vec::new(),
             nodes: BTreeMap::new(),
             link_node: BTreeMap::new(),
             stats: BackendStats::default(),
+        }
+    }
+
+    /// Pushes to a user are sent only to the nodes holding the user, found in the location
+    /// registry: [`take_lookups`](Self::take_lookups) hands out the lookups to run, and
+    /// [`deliver_user`](Self::deliver_user) sends each push once its nodes are known.
+    pub fn with_registry(mut self) -> Self {
+        self.registry = true;
+        self
+    }
+
+    /// Lookups waiting to be run by the caller (emptied).
+    pub fn take_lookups(&mut self) -> Vec<UserLookup> {
+        std::mem::take(&mut self.lookups)
+    }
+
+    /// Sends `lookup`'s push on one link of each of `nodes` (the user's nodes per the registry).
+    pub fn deliver_user(&self, lookup: UserLookup, nodes: &[String], out: &mut Vec<(LinkId, LinkFrame)>) {
+        for node in nodes {
+            if let Some(link) = self.nodes.get(node).and_then(|(_, links)| links.first()) {
+                out.push((*link, LinkFrame::PushToUser(lookup.push.clone())));
+            }
         }
     }
 
@@ -136,7 +172,11 @@ impl ReferenceBackend {
             self.to_every_node(link, LinkFrame::PushToRoom(push), out);
         } else if let Some(user) = key.strip_prefix("user:") {
             let push = PushToUser { push_id: 0, user_id: user.into(), device_ids: Vec::new(), payload: up.payload };
-            self.to_every_node(link, LinkFrame::PushToUser(push), out);
+            if self.registry {
+                self.lookups.push(UserLookup { user_id: user.into(), from: link, push });
+            } else {
+                self.to_every_node(link, LinkFrame::PushToUser(push), out);
+            }
         } else if key == "broadcast" {
             self.to_every_node(link, LinkFrame::Broadcast(Broadcast { push_id: 0, payload: up.payload }), out);
         } else if key == "reject" {
@@ -204,6 +244,24 @@ mod tests {
         out.clear();
         b.handle(1, upstream(7, Some("reject"), ""), &mut out);
         assert!(matches!(&out[..], [(1, LinkFrame::UpstreamAck(a))] if a.code == ReasonCode::BACKEND_REJECTED));
+    }
+
+    #[test]
+    fn with_a_registry_user_pushes_go_only_to_the_users_nodes() {
+        let mut b = ReferenceBackend::new("be", 8).with_registry();
+        let mut out = Vec::new();
+        for (link, node) in [(1, "n1"), (2, "n2"), (3, "n3")] {
+            b.handle(link, hello(node, 1), &mut out);
+        }
+        out.clear();
+        b.handle(1, upstream(1, Some("user:alice"), "hi"), &mut out);
+        assert!(out.iter().all(|(_, f)| !matches!(f, LinkFrame::PushToUser(_))), "nothing before the lookup");
+        let lookups = b.take_lookups();
+        assert_eq!(lookups.len(), 1);
+        assert_eq!(lookups[0].user_id, "alice");
+        out.clear();
+        b.deliver_user(lookups[0].clone(), &["n3".into(), "gone".into()], &mut out);
+        assert_eq!(out.iter().map(|(l, _)| *l).collect::<Vec<_>>(), [3]);
     }
 
     #[test]

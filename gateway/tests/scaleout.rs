@@ -1,0 +1,149 @@
+//! Scale-out: three gateway nodes, two reference backends and a real redis-server on
+//! loopback. A backend that only knows a user id reaches the user on whichever node holds it
+//! (through the registry); a room spans nodes; a login on one node replaces the user's
+//! session on another.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use ringgate::Gateway;
+use ringgate::config::{AuthMode, BackendConfig, Discovery, IoDriver};
+use ringgate::registry::DevicePolicy;
+use ringgate::registry::redis::RedisTarget;
+use ringgate_codec::ReasonCode;
+use ringgate_codec::session::{ClientConfig, ClientEvent};
+use support::*;
+
+const T: Duration = Duration::from_secs(5);
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn redis_server(dir: &Path) -> (Proc, String) {
+    let socket = dir.join("redis.sock");
+    let child = Command::new("redis-server")
+        .args(["--port", "0", "--save", "", "--appendonly", "no", "--unixsocket"])
+        .arg(&socket)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server is installed");
+    let url = format!("redis+unix://{}", socket.display());
+    assert!(eventually(T, || redis::Client::open(url.as_str()).and_then(|c| c.get_connection()).is_ok()));
+    (Proc(child), url)
+}
+
+fn reference_backend(id: &str, redis_url: &str) -> (Proc, SocketAddr) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringgate"))
+        .args(["reference-backend", "--listen", "127.0.0.1:0", "--id", id, "--redis", redis_url])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (addr, _) = wait_log_field(&mut child, "reference backend listening", "addr", "id").unwrap();
+    (Proc(child), addr.parse().unwrap())
+}
+
+fn node(driver: IoDriver, id: &str, backends: &[SocketAddr], redis_url: &str) -> Gateway {
+    let mut config = support::config(driver);
+    config.node_id = id.into();
+    config.auth = AuthMode::None;
+    config.device_policy = DevicePolicy::OnePerUser;
+    config.backend = Some(BackendConfig {
+        discovery: Discovery::Static(backends.to_vec()),
+        window: 1024,
+        link_buffer: 1 << 20,
+        connect_timeout: Duration::from_millis(500),
+        reconnect_min: Duration::from_millis(20),
+        reconnect_max: Duration::from_millis(200),
+        request_timeout: Duration::from_secs(5),
+        ping_interval: Duration::from_secs(5),
+    });
+    config.redis = Some(RedisTarget {
+        url: redis_url.into(),
+        cluster: Vec::new(),
+        prefix: "rg".into(),
+        lease_ttl: Duration::from_secs(3),
+        fail_open: true,
+        queue: 10_000,
+    });
+    start_with(config, 2)
+}
+
+fn login(gw: &Gateway, user: &str, device: &str) -> TestClient {
+    let mut c = TestClient::connect_with(gw.local_addr(), ClientConfig::new("", user, device));
+    assert!(matches!(c.next_event(T), Some(ClientEvent::Authenticated(_))), "{user} on {}", gw.local_addr());
+    c
+}
+
+/// Sends with `key` until the backend accepts it (links may still be coming up).
+fn send_ok(c: &mut TestClient, key: &str, payload: &[u8]) {
+    let ok = eventually(T, || {
+        let seq = c.send(Some(key), payload);
+        loop {
+            match c.next_event(T) {
+                Some(ClientEvent::Ack { seq: s, code, .. }) if s == seq => return code.is_ok(),
+                Some(_) => {}
+                None => return false,
+            }
+        }
+    });
+    assert!(ok, "send {key} never acked ok");
+}
+
+fn next_push(c: &mut TestClient) -> Option<Vec<u8>> {
+    loop {
+        match c.next_event(T)? {
+            ClientEvent::Push(p) => return Some(p.payload.to_vec()),
+            ClientEvent::Closed { .. } => return None,
+            _ => {}
+        }
+    }
+}
+
+fn scale_out(driver: IoDriver) {
+    let dir = tempdir::Dir::new();
+    let (_redis, url) = redis_server(dir.path());
+    let (_b1, a1) = reference_backend("be-1", &url);
+    let (_b2, a2) = reference_backend("be-2", &url);
+    let nodes: Vec<Gateway> =
+        ["node-a", "node-b", "node-c"].iter().map(|id| node(driver, id, &[a1, a2], &url)).collect();
+    assert!(eventually(T, || nodes.iter().all(|n| n.registry().is_some_and(|r| r.up))));
+
+    // A push by user id from a backend: alice is on node A, the Send comes through node C.
+    let mut alice = login(&nodes[0], "alice", "phone");
+    let mut bob = login(&nodes[2], "bob", "pc");
+    assert!(eventually(T, || nodes[0].registry().is_some_and(|r| r.records == 1 && r.pending == 0)));
+    send_ok(&mut bob, "user:alice", b"hello alice");
+    assert_eq!(next_push(&mut alice).as_deref(), Some(&b"hello alice"[..]));
+
+    // A room with members on nodes A and B, pushed to from node C.
+    let mut carol = login(&nodes[1], "carol", "pad");
+    send_ok(&mut alice, "join:lobby", b"");
+    send_ok(&mut carol, "join:lobby", b"");
+    send_ok(&mut bob, "room:lobby", b"to the lobby");
+    assert_eq!(next_push(&mut alice).as_deref(), Some(&b"to the lobby"[..]));
+    assert_eq!(next_push(&mut carol).as_deref(), Some(&b"to the lobby"[..]));
+
+    // One session per user: alice logging in on node C replaces her session on node A.
+    let mut alice_c = login(&nodes[2], "alice", "laptop");
+    match alice.next_event(T) {
+        Some(ClientEvent::Kicked(k)) => assert_eq!(k.reason, ReasonCode::REPLACED),
+        other => panic!("alice on node A was not replaced: {other:?}"),
+    }
+    // ...and pushes by user id now find her on node C.
+    send_ok(&mut bob, "user:alice", b"found you");
+    assert_eq!(next_push(&mut alice_c).as_deref(), Some(&b"found you"[..]));
+}
+
+both_drivers!(scale_out);

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod backend;
 pub mod config;
 pub mod control;
+pub mod doctor;
 pub mod gateway;
 pub mod listener;
 pub mod registry;

@@ -1,5 +1,6 @@
 //! The `ringgate` command: run a gateway node, check a config file, mint a test token.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -40,6 +41,21 @@ enum Command {
         redis: Option<String>,
         #[arg(long, default_value = "rg")]
         redis_prefix: String,
+    },
+    /// Check this machine against what a planned connection count needs; exits 1 on a FAIL.
+    Doctor {
+        /// Take the planned count from this config's limits.max_connections.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Planned connections on this machine (overrides the config).
+        #[arg(long)]
+        connections: Option<u64>,
+        /// Check as a load generator opening connections to this many destinations.
+        #[arg(long)]
+        loadgen: Option<u64>,
+        /// Source addresses the load generator spreads over.
+        #[arg(long, default_value_t = 1)]
+        sources: u64,
     },
     /// Check a config file; prints every problem and exits non-zero if there is one.
     CheckConfig { file: PathBuf },
@@ -87,6 +103,28 @@ fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             let lookups =
                 redis.map(|url| ringgate::backend::server::spawn_registry_lookups(url, redis_prefix)).transpose()?;
             reference_backend(listen, id, window, lookups)
+        }
+        Command::Doctor { config, connections, loadgen, sources } => {
+            let planned = match (connections, config) {
+                (Some(n), _) => n,
+                (None, Some(path)) => Config::load(&path)?.max_connections as u64,
+                (None, None) => 100_000,
+            };
+            let role = match loadgen {
+                Some(destinations) => ringgate::doctor::Role::LoadGen { destinations, sources },
+                None => ringgate::doctor::Role::Gateway,
+            };
+            let findings = ringgate::doctor::diagnose(&ringgate::doctor::read_system(), planned, role);
+            // A closed pipe (`| head`) is not an error worth a panic.
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "ringgate doctor: {planned} connections planned");
+            for f in &findings {
+                let _ = writeln!(out, "{f}");
+            }
+            if findings.iter().any(|f| f.severity == ringgate::doctor::Severity::Fail) {
+                return Err("this machine cannot hold the planned connections; see FAIL lines".into());
+            }
+            Ok(())
         }
         Command::CheckConfig { file } => {
             Config::load(&file)?;

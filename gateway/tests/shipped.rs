@@ -76,3 +76,25 @@ fn check_config_reports_every_problem_and_fails() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("io.driver") && err.contains("io.colour"), "{err}");
 }
+
+/// `ringgate doctor` on this machine: a small plan passes; a plan beyond this process's
+/// open-file limit fails and names the limit and the fix.
+#[test]
+fn doctor_on_this_machine() {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
+    let nofile: u64 = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    let run = |n: u64| {
+        Command::new(env!("CARGO_BIN_EXE_ringgate")).args(["doctor", "--connections", &n.to_string()]).output().unwrap()
+    };
+    let small = run(100);
+    assert!(small.status.success(), "{}", String::from_utf8_lossy(&small.stdout));
+    let big = run(nofile * 2);
+    assert!(!big.status.success());
+    let out = String::from_utf8_lossy(&big.stdout);
+    assert!(out.contains("FAIL open files (soft)") && out.contains("LimitNOFILE="), "{out}");
+}

@@ -32,6 +32,16 @@ pub struct Gateway {
     node_epoch: u64,
     discovery: Option<Discovery>,
     registry: Option<Registry>,
+    admin: Option<Admin>,
+    draining: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// The admin endpoint's thread.
+#[derive(Debug)]
+struct Admin {
+    addr: SocketAddr,
+    stop: Option<flume::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
 }
 
 /// The Redis registry thread and what it has seen.
@@ -109,7 +119,35 @@ impl Gateway {
             _ => None,
         };
         drop(registry_tx);
-        Ok(Gateway { local_addr, driver, inboxes: senders, workers, backend, stats, node_epoch, discovery, registry })
+        let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let admin = match config.admin_listen {
+            Some(addr) => {
+                let view = crate::control::admin::AdminView {
+                    driver,
+                    node_id: config.node_id.clone(),
+                    stats: stats.clone(),
+                    embedded_backend: config.backend.is_none(),
+                    registry: registry.as_ref().map(|r| r.state.clone()),
+                    dns: discovery.as_ref().map(|d| d.state.clone()),
+                    draining: draining.clone(),
+                };
+                Some(start_admin(addr, view)?)
+            }
+            None => None,
+        };
+        Ok(Gateway {
+            local_addr,
+            driver,
+            inboxes: senders,
+            workers,
+            backend,
+            stats,
+            node_epoch,
+            discovery,
+            registry,
+            admin,
+            draining,
+        })
     }
 
     /// The address clients connect to.
@@ -147,6 +185,16 @@ impl Gateway {
         self.discovery.as_ref().and_then(|d| d.state.lock().ok().map(|s| s.clone()))
     }
 
+    /// The admin endpoint's address, when enabled.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|a| a.addr)
+    }
+
+    /// Whether a drain was requested.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// What the Redis registry has seen (`None` on a single node without Redis).
     pub fn registry(&self) -> Option<RegistryState> {
         self.registry.as_ref().and_then(|r| r.state.lock().ok().map(|s| s.clone()))
@@ -158,6 +206,12 @@ impl Gateway {
     }
 
     fn stop(&mut self) {
+        if let Some(a) = self.admin.as_mut() {
+            a.stop.take();
+            if let Some(t) = a.thread.take() {
+                let _ = t.join();
+            }
+        }
         if let Some(d) = self.discovery.as_mut() {
             d.stop.take();
             if let Some(t) = d.thread.take() {
@@ -182,6 +236,17 @@ impl Gateway {
             }
         }
     }
+}
+
+fn start_admin(addr: SocketAddr, view: crate::control::admin::AdminView) -> io::Result<Admin> {
+    let listener = crate::control::admin::bind(addr)?;
+    let addr = listener.local_addr()?;
+    let (stop_tx, stop_rx) = flume::bounded::<()>(1);
+    let thread = std::thread::Builder::new()
+        .name("ringgate-admin".into())
+        .spawn(move || crate::control::admin::run(listener, view, stop_rx))?;
+    tracing::info!(%addr, "admin listening");
+    Ok(Admin { addr, stop: Some(stop_tx), thread: Some(thread) })
 }
 
 fn start_discovery(target: crate::config::DnsTarget, workers: Vec<flume::Sender<WorkerMsg>>) -> io::Result<Discovery> {

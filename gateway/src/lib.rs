@@ -8,6 +8,7 @@ pub mod control;
 pub mod doctor;
 pub mod gateway;
 pub mod listener;
+pub mod metrics;
 pub mod registry;
 pub mod runtime;
 pub mod worker;

@@ -35,7 +35,11 @@ fn default_config_token_and_a_python_client() {
     let config = dir.path().join("ringgate.toml");
     let shipped = std::fs::read_to_string(repo().join("config/ringgate.toml")).unwrap();
     assert!(shipped.contains("tcp = \"127.0.0.1:7000\""), "the default listens on 7000");
-    std::fs::write(&config, shipped.replace("tcp = \"127.0.0.1:7000\"", "tcp = \"127.0.0.1:0\"")).unwrap();
+    assert!(shipped.contains("admin = \"127.0.0.1:9100\""), "the default serves metrics on 9100");
+    let ephemeral = shipped
+        .replace("tcp = \"127.0.0.1:7000\"", "tcp = \"127.0.0.1:0\"")
+        .replace("admin = \"127.0.0.1:9100\"", "admin = \"127.0.0.1:0\"");
+    std::fs::write(&config, ephemeral).unwrap();
 
     let token = Command::new(binary)
         .args(["token", "--config"])

@@ -93,6 +93,8 @@ pub struct Config {
     pub redis: Option<crate::registry::redis::RedisTarget>,
     /// Address this node advertises in its lease (default: the listen address).
     pub advertise: String,
+    /// The admin HTTP endpoint (metrics, health, drain); `None` = off.
+    pub admin_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -150,6 +152,7 @@ struct RawNode {
 #[serde(default)]
 struct RawListen {
     tcp: Option<Value>,
+    admin: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -247,6 +250,10 @@ impl Config {
             node_id: x.get("node.id", raw.node.id, default_node_id(), node_id),
             advertise: x.get("node.advertise", raw.node.advertise, listen_tcp.to_string(), non_empty_string),
             listen_tcp,
+            admin_listen: raw
+                .listen
+                .admin
+                .and_then(|v| x.get("listen.admin", Some(v), None, |v| socket_addr(v).map(Some))),
             io_driver: x.get("io.driver", raw.io.driver, IoDriver::Auto, io_driver),
             workers: if workers == 0 { cores } else { workers },
             pin_cpus: x.get("io.pin_cpus", raw.io.pin_cpus, false, boolean),
@@ -353,8 +360,8 @@ fn backend(raw: RawBackend, x: &mut Extract) -> BackendConfig {
                 x.invalid("backend.min_ttl", "must not exceed backend.max_ttl");
             }
             let nameserver =
-                raw.nameserver.map(|v| x.get("backend.nameserver", Some(v), None, |v| socket_addr(v).map(Some)));
-            Discovery::Dns(DnsTarget { name, port, nameserver: nameserver.flatten(), timers })
+                raw.nameserver.and_then(|v| x.get("backend.nameserver", Some(v), None, |v| socket_addr(v).map(Some)));
+            Discovery::Dns(DnsTarget { name, port, nameserver, timers })
         }
         (Some(_), Some(_)) => {
             x.invalid("backend.address", "give either address (a DNS name) or addresses (a list), not both");

@@ -123,8 +123,8 @@ impl ConnIds {
 
 /// What a read attempt found.
 pub(crate) enum ReadOutcome {
-    /// Bytes were appended to `input` (and maybe more are waiting).
-    Data,
+    /// This many bytes were appended to `input` (and maybe more are waiting).
+    Data(usize),
     /// Nothing more to read now.
     WouldBlock,
     /// The peer closed its side, or the socket failed.
@@ -154,37 +154,42 @@ impl Conn {
             Ok(n) => {
                 let bufs = self.bufs.get_or_insert_with(Box::default);
                 bufs.input.extend_from_slice(buf.get(..n).unwrap_or_default());
-                ReadOutcome::Data
+                ReadOutcome::Data(n)
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => ReadOutcome::WouldBlock,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => ReadOutcome::Data,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => ReadOutcome::Data(0),
             Err(_) => ReadOutcome::Gone,
         }
     }
 
-    /// Writes as much pending output as the socket takes now, many frames per write.
-    /// Sets `want_write` when the socket is full. Errors mean the connection is gone.
-    pub fn flush(&mut self) -> io::Result<()> {
+    /// Writes as much pending output as the socket takes now, many frames per write, and
+    /// returns the bytes written. Sets `want_write` when the socket is full. Errors mean the
+    /// connection is gone.
+    pub fn flush(&mut self) -> io::Result<usize> {
+        let mut written = 0;
         loop {
             let pending = self.bufs.as_ref().is_some_and(|b| !b.transit.is_empty());
             if !pending {
                 if self.session.output().is_empty() {
                     self.want_write = false;
                     self.trim();
-                    return Ok(());
+                    return Ok(written);
                 }
                 // Take the whole buffer: `split()` would leave its empty tail holding the
                 // allocation for as long as the connection idles.
                 let out = std::mem::take(self.session.output());
                 self.bufs.get_or_insert_with(Box::default).transit = out;
             }
-            let Some(bufs) = self.bufs.as_mut() else { return Ok(()) };
+            let Some(bufs) = self.bufs.as_mut() else { return Ok(written) };
             match (&*self.fd as &Socket).write(&bufs.transit) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => bufs.transit.advance(n),
+                Ok(n) => {
+                    bufs.transit.advance(n);
+                    written += n;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.want_write = true;
-                    return Ok(());
+                    return Ok(written);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),

@@ -31,8 +31,8 @@ impl Worker {
         };
         match frame {
             LinkFrame::UpstreamAck(ack) => {
-                if let Some((conn, seq)) = self.link_mut(link).and_then(|l| l.take_pending(ack.request_id)) {
-                    self.ack(conn, seq, ack.code, ack.reply.as_deref());
+                if let Some((conn, seq, sent)) = self.link_mut(link).and_then(|l| l.take_pending(ack.request_id)) {
+                    self.ack_forwarded(conn, seq, ack.code, ack.reply.as_deref(), sent);
                 }
             }
             LinkFrame::PushToConn(push) => {

@@ -189,9 +189,9 @@ impl Link {
         Ok(())
     }
 
-    /// The Send an UpstreamAck answers.
-    pub fn take_pending(&mut self, request_id: u64) -> Option<(u64, u64)> {
-        self.pending.remove(&request_id).map(|(conn, seq, _)| (conn, seq))
+    /// The Send an UpstreamAck answers: (conn id, client seq, forwarded at).
+    pub fn take_pending(&mut self, request_id: u64) -> Option<(u64, u64, Instant)> {
+        self.pending.remove(&request_id)
     }
 
     pub fn conn_opened(&mut self, conn_id: u64, conn: &Conn) {

@@ -55,6 +55,8 @@ pub(crate) struct Worker {
     pub peers: Vec<flume::Sender<WorkerMsg>>,
     pub timers: TimerWheel,
     pub stats: Arc<WorkerStats>,
+    /// Prometheus handles, created once for this worker.
+    pub metrics: crate::metrics::WorkerMetrics,
     pub max_conns: usize,
     pub push_tallies: HashMap<u64, PushTally>,
     pub node_epoch: u64,
@@ -78,6 +80,7 @@ impl Worker {
         let workers = config.workers.max(1);
         Worker {
             index,
+            metrics: crate::metrics::WorkerMetrics::new(index),
             max_conns: config.max_connections.div_ceil(workers),
             push_tallies: HashMap::new(),
             node_epoch: 0,
@@ -114,6 +117,8 @@ impl Worker {
         }
         self.conns.insert(id, Box::new(Conn::new(session, fd)));
         WorkerStats::inc(&self.stats.active);
+        self.metrics.accepted.increment(1);
+        self.metrics.active.increment(1.0);
         Ok(id)
     }
 
@@ -123,7 +128,10 @@ impl Worker {
         loop {
             let Some(conn) = self.conns.get_mut(&id) else { return };
             match conn.read_into(&mut self.read_buf) {
-                ReadOutcome::Data => self.process_input(id, now),
+                ReadOutcome::Data(n) => {
+                    self.metrics.bytes_in.increment(n as u64);
+                    self.process_input(id, now)
+                }
                 ReadOutcome::WouldBlock => break,
                 ReadOutcome::Gone => return self.on_socket_gone(id),
             }
@@ -215,6 +223,7 @@ impl Worker {
                 });
                 self.users.entry(key).or_default().insert(id);
                 WorkerStats::inc(&self.stats.authenticated);
+                self.metrics.auth_ok.increment(1);
                 if let Some(link) = Self::route_in(&self.ring, &mut self.links, identity_key(conn)) {
                     link.conn_opened(id, conn);
                 }
@@ -223,6 +232,7 @@ impl Worker {
             }
             Err((reason, message)) => {
                 WorkerStats::inc(&self.stats.auth_failed);
+                self.metrics.auth_failed(reason);
                 conn.session.reject(reason, &message);
                 self.end(id, reason);
             }
@@ -231,6 +241,7 @@ impl Worker {
 
     fn on_send(&mut self, id: u64, send: SendFrame) {
         WorkerStats::inc(&self.stats.sends);
+        self.metrics.sends.increment(1);
         let Some(conn) = self.conns.get_mut(&id) else { return };
         let key = send.route_key.as_deref().unwrap_or_else(|| identity_key(conn));
         let result = match Self::route_in(&self.ring, &mut self.links, key) {
@@ -241,6 +252,7 @@ impl Worker {
             if code == ReasonCode::BACKEND_BUSY {
                 WorkerStats::inc(&self.stats.backend_busy);
             }
+            self.metrics.acked(code, None);
             if let Some(ServerEvent::Closed { reason, .. }) = conn.session.ack(send.seq, code) {
                 return self.end(id, reason);
             }
@@ -254,6 +266,7 @@ impl Worker {
         match conn.session.push(payload) {
             Ok(_) => {
                 WorkerStats::inc(&self.stats.pushes);
+                self.metrics.frames_out_push.increment(1);
                 self.mark_dirty(id);
                 true
             }
@@ -263,6 +276,12 @@ impl Worker {
             }
             Err(_) => false,
         }
+    }
+
+    /// Answers the Send behind a backend's UpstreamAck (forwarded at `sent`).
+    pub fn ack_forwarded(&mut self, id: u64, seq: u64, code: ReasonCode, reply: Option<&[u8]>, sent: Instant) {
+        self.metrics.acked(code, Some(sent.elapsed()));
+        self.ack(id, seq, code, reply);
     }
 
     /// Answers the Send behind a backend's UpstreamAck.
@@ -306,6 +325,8 @@ impl Worker {
         let _ = conn.fd.shutdown(std::net::Shutdown::Both);
         self.stats.active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         self.stats.closed_with(reason);
+        self.metrics.active.decrement(1.0);
+        self.metrics.closed(reason);
         if let Some(identity) = conn.identity.take() {
             let node = (self.config.node_id.as_str(), self.node_epoch);
             let conn = (id, identity.since_ms);
@@ -426,16 +447,25 @@ impl Worker {
         if let Some(link) = self.link_mut(key) {
             link.set_up(window);
         }
+        self.count_links();
+    }
+
+    fn count_links(&self) {
+        let up = self.links.iter().filter(|l| l.is_up()).count();
+        self.metrics.backend_links_up.set(up as f64);
+        self.stats.links_up.store(up as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Link `key` died: every Send waiting on it gets `backend_unavailable`, exactly once.
     pub fn link_down(&mut self, key: LinkKey) {
         let pending = self.link_mut(key).map(Link::set_down).unwrap_or_default();
+        self.count_links();
         self.fail_pending(pending);
     }
 
     fn fail_pending(&mut self, pending: Vec<(u64, u64)>) {
         for (conn, seq) in pending {
+            self.metrics.acked(ReasonCode::BACKEND_UNAVAILABLE, None);
             self.ack(conn, seq, ReasonCode::BACKEND_UNAVAILABLE, None);
         }
         self.flush_dirty();
@@ -460,6 +490,7 @@ impl Worker {
             }
         }
         self.ring = ring;
+        self.count_links();
         for mut gone in old {
             change.removed.extend(gone.addr);
             let pending = gone.set_down();
@@ -493,6 +524,7 @@ impl Worker {
             link.keepalive(now, ping);
         }
         for (conn, seq) in expired {
+            self.metrics.acked(ReasonCode::BACKEND_TIMEOUT, None);
             self.ack(conn, seq, ReasonCode::BACKEND_TIMEOUT, None);
         }
     }
@@ -514,7 +546,12 @@ impl Worker {
     fn flush_conn(&mut self, id: u64) {
         let Some(conn) = self.conns.get_mut(&id) else { return };
         let was_blocked = conn.want_write;
-        if conn.flush().is_err() {
+        let written = conn.flush();
+        if let Ok(n) = written {
+            self.metrics.bytes_out.increment(n as u64);
+        }
+        let Some(conn) = self.conns.get_mut(&id) else { return };
+        if written.is_err() {
             return self.on_socket_gone(id);
         }
         if conn.want_write != was_blocked {
@@ -564,6 +601,7 @@ fn register(
     };
     if registry.tx.try_send(op).is_err() {
         WorkerStats::inc(&stats.registry_dropped);
+        metrics::counter!("ringgate_registry_dropped_total").increment(1);
     }
 }
 

@@ -20,6 +20,8 @@ pub struct WorkerStats {
     pub backend_busy: AtomicU64,
     /// Registry updates dropped because the control plane's queue was full.
     pub registry_dropped: AtomicU64,
+    /// Backend links currently up on this worker.
+    pub links_up: AtomicU64,
     pub closed: [AtomicU64; REASON_BUCKETS],
 }
 
@@ -35,6 +37,7 @@ impl Default for WorkerStats {
             accept_errors: AtomicU64::new(0),
             backend_busy: AtomicU64::new(0),
             registry_dropped: AtomicU64::new(0),
+            links_up: AtomicU64::new(0),
             closed: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }

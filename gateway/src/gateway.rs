@@ -34,6 +34,17 @@ pub struct Gateway {
     registry: Option<Registry>,
     admin: Option<Admin>,
     draining: Arc<std::sync::atomic::AtomicBool>,
+    drain: crate::config::DrainConfig,
+}
+
+/// What a drain did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DrainReport {
+    /// Connections open when GoAways started.
+    pub connections: u64,
+    /// Connections still open at the deadline (closed with server_draining).
+    pub left_at_deadline: u64,
+    pub elapsed: std::time::Duration,
 }
 
 /// The admin endpoint's thread.
@@ -147,6 +158,7 @@ impl Gateway {
             registry,
             admin,
             draining,
+            drain: config.drain.clone(),
         })
     }
 
@@ -188,6 +200,39 @@ impl Gateway {
     /// The admin endpoint's address, when enabled.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin.as_ref().map(|a| a.addr)
+    }
+
+    /// Drains the node: /readyz fails at once; after `drain.delay` the listeners close; then
+    /// GoAway goes out at `drain.rate` per second; returns when every connection has left or
+    /// at `drain.deadline`, when the rest are closed with server_draining. Call
+    /// [`shutdown`](Self::shutdown) after it (which deregisters the registry lease).
+    pub fn drain(&self) -> DrainReport {
+        let started = std::time::Instant::now();
+        self.draining.store(true, Ordering::Relaxed);
+        tracing::warn!(delay = ?self.drain.delay, rate = self.drain.rate, "draining");
+        std::thread::sleep(self.drain.delay);
+        for inbox in &self.inboxes {
+            let _ = inbox.send(WorkerMsg::StopAccepting);
+        }
+        let connections = self.active_connections();
+        let frame = Arc::new(ringgate_codec::client::GoAway {
+            reason: ReasonCode::SERVER_DRAINING,
+            alternatives: self.drain.alternatives.clone(),
+            reconnect_after: self.drain.reconnect_after,
+            reconnect_jitter: self.drain.reconnect_jitter,
+        });
+        let tick = std::time::Duration::from_millis(10);
+        let per_tick = (self.drain.rate as usize / 100).div_ceil(self.inboxes.len().max(1)).max(1);
+        let deadline = started + self.drain.deadline;
+        while self.active_connections() > 0 && std::time::Instant::now() < deadline {
+            for inbox in &self.inboxes {
+                let _ = inbox.try_send(WorkerMsg::GoAway { quota: per_tick, frame: frame.clone() });
+            }
+            std::thread::sleep(tick);
+        }
+        let left_at_deadline = self.active_connections();
+        tracing::warn!(connections, left_at_deadline, "drain finished");
+        DrainReport { connections, left_at_deadline, elapsed: started.elapsed() }
     }
 
     /// Whether a drain was requested.

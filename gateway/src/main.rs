@@ -160,11 +160,33 @@ fn serve(path: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
     let listeners = listener::bind_group(config.listen_tcp, config.workers, 65_535)?;
     let gateway = Gateway::start(config, listeners)?;
     tracing::info!(addr = %gateway.local_addr(), driver = gateway.driver(), "listening; Ctrl-C or SIGTERM to stop");
-    signals.block_on(async {
+    // SIGTERM (or POST /drain) drains gracefully; SIGINT (Ctrl-C) stops at once.
+    let drain = signals.block_on(async {
         let int = compio::signal::ctrl_c();
         let term = compio::signal::unix::signal(libc::SIGTERM);
-        first_of(int, term).await;
+        let admin_drain = async {
+            while !gateway.is_draining() {
+                compio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        };
+        let term_or_drain = first_of(term, admin_drain);
+        let mut int = std::pin::pin!(int);
+        let mut term_or_drain = std::pin::pin!(term_or_drain);
+        std::future::poll_fn(|cx| {
+            if int.as_mut().poll(cx).is_ready() {
+                std::task::Poll::Ready(false)
+            } else if term_or_drain.as_mut().poll(cx).is_ready() {
+                std::task::Poll::Ready(true)
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+        .await
     });
+    if drain {
+        let report = gateway.drain();
+        tracing::info!(?report, "drained");
+    }
     tracing::info!("shutting down");
     gateway.shutdown();
     Ok(())

@@ -93,6 +93,8 @@ pub enum SendError {
     TooManyInFlight(u32),
     #[error("route key longer than 255 bytes or payload too large")]
     Invalid,
+    #[error("the server sent GoAway: reconnect before sending more")]
+    GoingAway,
 }
 
 /// The client's state machine for one connection.
@@ -121,6 +123,8 @@ pub struct ClientSession {
     last_tx: Instant,
     last_rx: Instant,
     jitter: Jitter,
+    /// GoAway received: no new Sends; close once the in-flight ones are acked.
+    going_away: bool,
 }
 
 impl ClientSession {
@@ -148,6 +152,7 @@ impl ClientSession {
             heartbeat: Duration::from_secs(30),
             last_tx: now,
             last_rx: now,
+            going_away: false,
         };
         session.queue(&auth);
         session
@@ -204,6 +209,7 @@ impl ClientSession {
                 let sent = self.in_flight.remove(&ack.seq).unwrap_or(now);
                 let rtt = now.saturating_duration_since(sent);
                 self.events.push_back(ClientEvent::Ack { seq: ack.seq, code: ack.code, rtt });
+                self.leave_if_done();
             }
             (ClientState::Open, ClientFrame::Push(push)) => self.events.push_back(ClientEvent::Push(push)),
             (ClientState::Open, ClientFrame::Ping) => {
@@ -219,6 +225,8 @@ impl ClientSession {
             (_, ClientFrame::GoAway(go_away)) => {
                 let reconnect_in = go_away.reconnect_after + self.jitter.up_to(go_away.reconnect_jitter);
                 self.events.push_back(ClientEvent::GoAway { go_away, reconnect_in });
+                self.going_away = true;
+                self.leave_if_done();
             }
             (_, ClientFrame::Close(close)) => self.ended(close.reason, true),
             (_, _) => self.close_with(ReasonCode::UNEXPECTED_FRAME, false),
@@ -232,6 +240,9 @@ impl ClientSession {
             ClientState::Closed(reason) => return Err(SendError::Closed(reason)),
             ClientState::Open => {}
         }
+        if self.going_away {
+            return Err(SendError::GoingAway);
+        }
         if self.in_flight.len() >= self.max_in_flight as usize {
             return Err(SendError::TooManyInFlight(self.max_in_flight));
         }
@@ -241,6 +252,18 @@ impl ClientSession {
         self.in_flight.insert(seq, now);
         self.last_tx = now;
         Ok(seq)
+    }
+
+    /// After GoAway, closes (normally) once every in-flight Send has its Ack.
+    fn leave_if_done(&mut self) {
+        if self.going_away && self.in_flight.is_empty() && !matches!(self.state, ClientState::Closed(_)) {
+            self.close_with(ReasonCode::NORMAL, false);
+        }
+    }
+
+    /// True once a GoAway arrived.
+    pub fn going_away(&self) -> bool {
+        self.going_away
     }
 
     /// Closes the session from the client's side, queueing a Close frame.
@@ -425,6 +448,8 @@ mod tests {
             reconnect_after: Duration::from_secs(1),
             reconnect_jitter: Duration::from_secs(2),
         };
+        let seq = p.client.send(None, b"in flight", p.now).unwrap();
+        p.drive();
         p.server.go_away(&go_away);
         p.drive();
         match &p.events()[..] {
@@ -434,6 +459,13 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        // No new Sends after GoAway; the in-flight one still gets its Ack, then the client leaves.
+        assert_eq!(p.client.send(None, b"late", p.now), Err(SendError::GoingAway));
+        p.server.ack(seq, ReasonCode::OK);
+        p.drive();
+        let events = p.events();
+        assert!(matches!(events[0], ClientEvent::Ack { seq: s, .. } if s == seq));
+        assert_eq!(events[1], ClientEvent::Closed { reason: ReasonCode::NORMAL, by_peer: false });
     }
 
     #[test]

@@ -51,6 +51,21 @@ pub enum Discovery {
     Dns(DnsTarget),
 }
 
+/// How the node drains (SIGTERM or POST /drain).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DrainConfig {
+    /// /readyz fails this long before the node stops accepting, so balancers notice first.
+    pub delay: Duration,
+    /// GoAways sent per second, so the fleet is not hit by a reconnect storm.
+    pub rate: u32,
+    /// Connections still open this long after the drain started are closed.
+    pub deadline: Duration,
+    /// Addresses clients are told to reconnect to (may be empty: the usual address).
+    pub alternatives: Vec<String>,
+    pub reconnect_after: Duration,
+    pub reconnect_jitter: Duration,
+}
+
 /// Where client Sends go when the embedded backend is not used.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendConfig {
@@ -95,6 +110,7 @@ pub struct Config {
     pub advertise: String,
     /// The admin HTTP endpoint (metrics, health, drain); `None` = off.
     pub admin_listen: Option<SocketAddr>,
+    pub drain: DrainConfig,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -108,6 +124,18 @@ struct Raw {
     auth: RawAuth,
     backend: Option<RawBackend>,
     redis: Option<RawRedis>,
+    drain: RawDrain,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawDrain {
+    delay: Option<Value>,
+    rate: Option<Value>,
+    deadline: Option<Value>,
+    alternatives: Option<Value>,
+    reconnect_after: Option<Value>,
+    reconnect_jitter: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -275,6 +303,7 @@ impl Config {
             backend: raw.backend.map(|b| backend(b, x)),
             device_policy: x.get("session.device_policy", raw.session.device_policy, Default::default(), device_policy),
             redis: raw.redis.map(|r| redis(r, x)),
+            drain: drain(raw.drain, x),
         }
     }
 }
@@ -385,6 +414,35 @@ fn backend(raw: RawBackend, x: &mut Extract) -> BackendConfig {
         reconnect_max: backend_duration(x, "reconnect_max", raw.reconnect_max, secs(5), secs(600)),
         request_timeout: backend_duration(x, "request_timeout", raw.request_timeout, secs(10), secs(600)),
         ping_interval: backend_duration(x, "ping_interval", raw.ping_interval, secs(5), secs(600)),
+    }
+}
+
+fn drain(raw: RawDrain, x: &mut Extract) -> DrainConfig {
+    let d = |x: &mut Extract, key: &str, v, default, max| {
+        x.get(&format!("drain.{key}"), v, default, duration_in(Duration::ZERO, max))
+    };
+    DrainConfig {
+        delay: d(x, "delay", raw.delay, Duration::from_secs(5), Duration::from_secs(600)),
+        rate: x.get("drain.rate", raw.rate, 1000, int_in(1, 10_000_000)) as u32,
+        deadline: d(x, "deadline", raw.deadline, Duration::from_secs(60), Duration::from_secs(86_400)),
+        alternatives: x.get("drain.alternatives", raw.alternatives, Vec::new(), |v| {
+            let list = v.as_array().ok_or_else(|| format!("expected an array of addresses, found {}", v.type_str()))?;
+            list.iter().map(string).collect()
+        }),
+        reconnect_after: d(
+            x,
+            "reconnect_after",
+            raw.reconnect_after,
+            Duration::from_secs(1),
+            Duration::from_secs(3600),
+        ),
+        reconnect_jitter: d(
+            x,
+            "reconnect_jitter",
+            raw.reconnect_jitter,
+            Duration::from_secs(10),
+            Duration::from_secs(3600),
+        ),
     }
 }
 

@@ -46,6 +46,10 @@ pub enum WorkerMsg {
     Displace { user: Arc<str>, device: Arc<str>, platform: &'static str, except: u64 },
     /// A peer's delivered count for a node-wide push this worker is tallying.
     PushCount { token: u64, delivered: u32 },
+    /// Draining: close the listener.
+    StopAccepting,
+    /// Draining: send GoAway to up to `quota` more connections of this worker.
+    GoAway { quota: usize, frame: Arc<ringgate_codec::client::GoAway> },
     /// Close every connection with `server_shutdown` and stop.
     Shutdown,
 }
@@ -105,9 +109,9 @@ pub(crate) fn run(setup: WorkerSetup, started: std::sync::mpsc::Sender<io::Resul
         if let Some(addrs) = links.static_addrs() {
             links.apply(&worker, &addrs);
         }
-        let accept = compio::runtime::spawn(accept_loop(worker.clone(), listener));
+        let mut accept = Some(compio::runtime::spawn(accept_loop(worker.clone(), listener)));
         let ticks = compio::runtime::spawn(tick_loop(worker.clone()));
-        inbox_loop(worker.clone(), setup.inbox, &mut links).await;
+        inbox_loop(worker.clone(), setup.inbox, &mut links, &mut accept).await;
         drop(accept);
         drop(ticks);
         drop(links);
@@ -204,7 +208,12 @@ async fn tick_loop(worker: Rc<RefCell<Worker>>) {
     }
 }
 
-async fn inbox_loop(worker: Rc<RefCell<Worker>>, inbox: flume::Receiver<WorkerMsg>, links: &mut LinkTasks) {
+async fn inbox_loop(
+    worker: Rc<RefCell<Worker>>,
+    inbox: flume::Receiver<WorkerMsg>,
+    links: &mut LinkTasks,
+    accept: &mut Option<JoinHandle<()>>,
+) {
     while let Ok(msg) = inbox.recv_async().await {
         let mut next = Some(msg);
         let mut handled = 0;
@@ -217,6 +226,9 @@ async fn inbox_loop(worker: Rc<RefCell<Worker>>, inbox: flume::Receiver<WorkerMs
                     worker.borrow_mut().displace(&user, &device, platform, except)
                 }
                 WorkerMsg::Backends(addrs) => links.apply(&worker, &addrs),
+                // Dropping the accept task drops (closes) the listening socket.
+                WorkerMsg::StopAccepting => drop(accept.take()),
+                WorkerMsg::GoAway { quota, frame } => worker.borrow_mut().go_away(quota, &frame),
                 WorkerMsg::Shutdown => return,
             }
             handled += 1;

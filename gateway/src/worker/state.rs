@@ -59,6 +59,8 @@ pub(crate) struct Worker {
     pub metrics: crate::metrics::WorkerMetrics,
     pub max_conns: usize,
     pub push_tallies: HashMap<u64, PushTally>,
+    /// Draining: connections not told yet (taken on the first GoAway message).
+    drain_queue: Option<Vec<u64>>,
     pub node_epoch: u64,
     /// `None`: single node, the in-process index is the registry.
     pub registry: Option<crate::registry::redis::RegistryTx>,
@@ -83,6 +85,7 @@ impl Worker {
             metrics: crate::metrics::WorkerMetrics::new(index),
             max_conns: config.max_connections.div_ceil(workers),
             push_tallies: HashMap::new(),
+            drain_queue: None,
             node_epoch: 0,
             registry: None,
             next_tally: 0,
@@ -557,6 +560,24 @@ impl Worker {
         if conn.want_write != was_blocked {
             conn.wake();
         }
+    }
+
+    /// Draining: sends GoAway to up to `quota` more connections. A client answers by finishing
+    /// its in-flight Sends and closing; connections not yet authenticated are closed at once.
+    pub fn go_away(&mut self, quota: usize, frame: &ringgate_codec::client::GoAway) {
+        let mut queue = self.drain_queue.take().unwrap_or_else(|| self.conns.keys().copied().collect());
+        let take = quota.min(queue.len());
+        for id in queue.drain(..take) {
+            let Some(conn) = self.conns.get_mut(&id) else { continue };
+            if conn.identity.is_some() {
+                conn.session.go_away(frame);
+                self.mark_dirty(id);
+            } else {
+                self.close(id, ReasonCode::SERVER_DRAINING, "", false);
+            }
+        }
+        self.drain_queue = Some(queue);
+        self.flush_dirty();
     }
 
     /// Closes every connection with `reason` (shutdown).

@@ -15,9 +15,18 @@ use support::*;
 const T: Duration = Duration::from_secs(10);
 const CLIENTS: usize = 3000;
 
-fn node(driver: IoDriver, alternatives: Vec<String>) -> ringgate::Gateway {
+fn node(driver: IoDriver, id: &str, alternatives: Vec<String>, redis: &RedisServer) -> ringgate::Gateway {
     let mut config = support::config(driver);
+    config.node_id = id.into();
     config.auth = AuthMode::None;
+    config.redis = Some(ringgate::registry::redis::RedisTarget {
+        url: redis.url(),
+        cluster: Vec::new(),
+        prefix: "rg".into(),
+        lease_ttl: Duration::from_secs(5),
+        fail_open: true,
+        queue: 100_000,
+    });
     config.drain.delay = Duration::from_millis(100);
     config.drain.rate = 5000;
     config.drain.deadline = Duration::from_secs(20);
@@ -28,10 +37,12 @@ fn node(driver: IoDriver, alternatives: Vec<String>) -> ringgate::Gateway {
 }
 
 fn drain_under_traffic(driver: IoDriver) {
-    let b = node(driver, Vec::new());
-    let c = node(driver, Vec::new());
+    let dir = tempdir::Dir::new();
+    let redis = RedisServer::start(dir.path());
+    let b = node(driver, "node-b", Vec::new(), &redis);
+    let c = node(driver, "node-c", Vec::new(), &redis);
     let alternatives = vec![b.local_addr().to_string(), c.local_addr().to_string()];
-    let a = std::sync::Arc::new(node(driver, alternatives.clone()));
+    let a = std::sync::Arc::new(node(driver, "node-a", alternatives.clone(), &redis));
     let mut clients: Vec<TestClient> = (0..CLIENTS)
         .map(|i| TestClient::connect_with(a.local_addr(), ClientConfig::new("", format!("u{i}"), "d")))
         .collect();
@@ -40,6 +51,7 @@ fn drain_under_traffic(driver: IoDriver) {
     }
     // Every client has a Send in flight when the drain starts.
     let seqs: Vec<u64> = clients.iter_mut().map(|c| c.send(None, b"in flight")).collect();
+    let mut movers = Vec::new();
     let drainer = {
         let a = a.clone();
         std::thread::spawn(move || a.drain())
@@ -67,12 +79,11 @@ fn drain_under_traffic(driver: IoDriver) {
         assert_eq!(go_away.reason, ReasonCode::SERVER_DRAINING);
         assert_eq!(go_away.alternatives, alternatives);
         // Reconnect where told; the other nodes serve it.
-        if i % 100 == 0 {
-            let target = go_away.alternatives[i % 2].parse().unwrap();
-            let mut moved = TestClient::connect_with(target, ClientConfig::new("", format!("u{i}"), "d"));
-            assert!(matches!(moved.next_event(T), Some(ClientEvent::Authenticated(_))));
-            moved.echo(b"after the move");
-        }
+        let target = go_away.alternatives[i % 2].parse().unwrap();
+        let mut moved = TestClient::connect_with(target, ClientConfig::new("", format!("u{i}"), "d"));
+        assert!(matches!(moved.next_event(T), Some(ClientEvent::Authenticated(_))));
+        moved.echo(b"after the move");
+        movers.push(moved);
     }
     let report = drainer.join().unwrap();
     assert_eq!(report.connections, CLIENTS as u64);
@@ -82,6 +93,19 @@ fn drain_under_traffic(driver: IoDriver) {
     let refused = std::net::TcpStream::connect(a.local_addr()).map(|mut s| read_frames_to_eof(&mut s, T));
     assert!(refused.is_err() || refused.is_ok_and(|f| f.is_empty()), "drained node still accepting");
     eprintln!("{driver:?}: drained {} connections in {:?}", report.connections, report.elapsed);
+
+    // Node A leaves no registry state behind: no lease, and no user record points at it.
+    let a = std::sync::Arc::into_inner(a).expect("drainer done");
+    a.shutdown();
+    assert_eq!(redis.hget("rg:n:node-a", "epoch"), None, "lease deregistered");
+    let mut conn = redis.conn().unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("rg:u:*").query(&mut conn).unwrap();
+    assert_eq!(keys.len(), CLIENTS, "every user is recorded on its new node");
+    for key in keys {
+        let records: Vec<String> = redis::cmd("HVALS").arg(&key).query(&mut conn).unwrap();
+        assert!(records.iter().all(|r| !r.starts_with("node-a|")), "{key} still points at node A: {records:?}");
+    }
+    drop(movers);
 }
 
 #[test]

@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -15,51 +15,6 @@ use ringgate_codec::session::{ClientConfig, ClientEvent};
 use support::*;
 
 const T: Duration = Duration::from_secs(5);
-
-struct RedisServer {
-    child: Child,
-    socket: PathBuf,
-}
-
-impl RedisServer {
-    fn start(dir: &Path) -> RedisServer {
-        let socket = dir.join("redis.sock");
-        let _ = std::fs::remove_file(&socket);
-        let child = Command::new("redis-server")
-            .args(["--port", "0", "--save", "", "--appendonly", "no", "--unixsocketperm", "700", "--unixsocket"])
-            .arg(&socket)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (.ci/run installs it)");
-        let server = RedisServer { child, socket };
-        assert!(eventually(T, || server.conn().is_some()), "redis-server starts");
-        server
-    }
-
-    fn url(&self) -> String {
-        format!("redis+unix://{}", self.socket.display())
-    }
-
-    fn conn(&self) -> Option<redis::Connection> {
-        redis::Client::open(self.url()).ok()?.get_connection().ok()
-    }
-
-    fn hget(&self, key: &str, field: &str) -> Option<String> {
-        redis::cmd("HGET").arg(key).arg(field).query(&mut self.conn()?).ok().flatten()
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 /// A 3-master Redis Cluster on loopback: real cluster-enabled redis-servers joined with
 /// `redis-cli --cluster create`.

@@ -29,20 +29,6 @@ impl Drop for Proc {
     }
 }
 
-fn redis_server(dir: &Path) -> (Proc, String) {
-    let socket = dir.join("redis.sock");
-    let child = Command::new("redis-server")
-        .args(["--port", "0", "--save", "", "--appendonly", "no", "--unixsocket"])
-        .arg(&socket)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server is installed");
-    let url = format!("redis+unix://{}", socket.display());
-    assert!(eventually(T, || redis::Client::open(url.as_str()).and_then(|c| c.get_connection()).is_ok()));
-    (Proc(child), url)
-}
-
 fn reference_backend(id: &str, redis_url: &str) -> (Proc, SocketAddr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ringgate"))
         .args(["reference-backend", "--listen", "127.0.0.1:0", "--id", id, "--redis", redis_url])
@@ -153,7 +139,8 @@ fn next_push(c: &mut TestClient) -> Option<Vec<u8>> {
 
 fn scale_out(driver: IoDriver) {
     let dir = tempdir::Dir::new();
-    let (_redis, url) = redis_server(dir.path());
+    let redis = RedisServer::start(dir.path());
+    let url = redis.url();
     let (_b1, a1) = reference_backend("be-1", &url);
     let (_b2, a2) = reference_backend("be-2", &url);
     let nodes: Vec<Gateway> = ["node-a", "node-c"].iter().map(|id| node(driver, id, &[a1, a2], &url)).collect();

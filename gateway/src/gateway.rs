@@ -30,9 +30,10 @@ pub struct Gateway {
     backend: Option<JoinHandle<()>>,
     stats: Vec<Arc<WorkerStats>>,
     node_epoch: u64,
-    discovery: Option<Discovery>,
+    discovery: Mutex<Option<Discovery>>,
     registry: Option<Registry>,
     admin: Option<Admin>,
+    config: Mutex<Arc<Config>>,
     draining: Arc<std::sync::atomic::AtomicBool>,
     drain: crate::config::DrainConfig,
 }
@@ -154,11 +155,12 @@ impl Gateway {
             backend,
             stats,
             node_epoch,
-            discovery,
+            discovery: Mutex::new(discovery),
             registry,
             admin,
             draining,
             drain: config.drain.clone(),
+            config: Mutex::new(config.clone()),
         })
     }
 
@@ -194,7 +196,70 @@ impl Gateway {
 
     /// What DNS discovery has seen (`None` without DNS discovery).
     pub fn discovery(&self) -> Option<DiscoveryState> {
-        self.discovery.as_ref().and_then(|d| d.state.lock().ok().map(|s| s.clone()))
+        let d = self.discovery.lock().ok()?;
+        d.as_ref().and_then(|d| d.state.lock().ok().map(|s| s.clone()))
+    }
+
+    /// Applies a reloaded config without dropping connections: limits and timers (for new
+    /// connections), auth keys, the device policy and the backend addresses. Returns the keys
+    /// that changed but only take effect after a restart.
+    pub fn reload(&self, new: Config) -> Vec<&'static str> {
+        let Ok(mut current) = self.config.lock() else { return Vec::new() };
+        let mut new = new;
+        new.workers = current.workers;
+        let old = current.clone();
+        let mut restart = Vec::new();
+        let checks: [(&'static str, bool); 8] = [
+            ("node.id", old.node_id != new.node_id),
+            ("listen.tcp", old.listen_tcp != new.listen_tcp),
+            ("listen.admin", old.admin_listen != new.admin_listen),
+            (
+                "io",
+                old.io_driver != new.io_driver || old.pin_cpus != new.pin_cpus || old.read_buffer != new.read_buffer,
+            ),
+            ("io.timer_tick", old.timer_tick != new.timer_tick),
+            ("redis", old.redis != new.redis),
+            ("drain", old.drain != new.drain),
+            ("backend (embedded <-> links)", old.backend.is_some() != new.backend.is_some()),
+        ];
+        for (key, changed) in checks {
+            if changed {
+                restart.push(key);
+            }
+        }
+        let new = Arc::new(new);
+        if let (Some(old_b), Some(new_b)) = (&old.backend, &new.backend)
+            && old_b.discovery != new_b.discovery
+        {
+            self.apply_discovery(&new_b.discovery);
+        }
+        for inbox in &self.inboxes {
+            let _ = inbox.send(WorkerMsg::Reload(new.clone()));
+        }
+        *current = new;
+        restart
+    }
+
+    fn apply_discovery(&self, discovery: &crate::config::Discovery) {
+        let Ok(mut slot) = self.discovery.lock() else { return };
+        if let Some(mut old) = slot.take() {
+            old.stop.take();
+            if let Some(t) = old.thread.take() {
+                let _ = t.join();
+            }
+        }
+        match discovery {
+            crate::config::Discovery::Static(addrs) => {
+                let snapshot: Arc<[SocketAddr]> = addrs.clone().into();
+                for inbox in &self.inboxes {
+                    let _ = inbox.send(WorkerMsg::Backends(snapshot.clone()));
+                }
+            }
+            crate::config::Discovery::Dns(target) => match start_discovery(target.clone(), self.inboxes.clone()) {
+                Ok(d) => *slot = Some(d),
+                Err(e) => tracing::error!(error = %e, "dns discovery restart failed"),
+            },
+        }
     }
 
     /// The admin endpoint's address, when enabled.
@@ -257,7 +322,9 @@ impl Gateway {
                 let _ = t.join();
             }
         }
-        if let Some(d) = self.discovery.as_mut() {
+        if let Ok(mut slot) = self.discovery.lock()
+            && let Some(d) = slot.as_mut()
+        {
             d.stop.take();
             if let Some(t) = d.thread.take() {
                 let _ = t.join();

@@ -78,14 +78,35 @@ enum Command {
     },
 }
 
+type LogHandle = tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>;
+
+/// The log filter: RINGGATE_LOG when set (then config changes do not touch it), else the
+/// config's log.level, reloadable on SIGHUP.
+static LOG: std::sync::OnceLock<(LogHandle, bool)> = std::sync::OnceLock::new();
+
+fn set_log_level(level: &str) {
+    if let Some((handle, false)) = LOG.get()
+        && let Ok(filter) = tracing_subscriber::EnvFilter::try_new(level)
+    {
+        let _ = handle.reload(filter);
+    }
+}
+
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("RINGGATE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let from_env = tracing_subscriber::EnvFilter::try_from_env("RINGGATE_LOG").ok();
+    let pinned = from_env.is_some();
+    let (filter, handle) =
+        tracing_subscriber::reload::Layer::new(from_env.unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info")));
+    let _ = LOG.set((handle, pinned));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match run(Cli::parse().command) {
         Ok(()) => ExitCode::SUCCESS,
@@ -155,34 +176,13 @@ fn serve(path: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
             "auth.mode = \"none\": ANY client is accepted as the user it claims; never use this in production"
         );
     }
+    set_log_level(&config.log_level);
     // Built before the gateway starts, so "listening" means fully up.
     let signals = compio::runtime::Runtime::new()?;
     let listeners = listener::bind_group(config.listen_tcp, config.workers, 65_535)?;
     let gateway = Gateway::start(config, listeners)?;
     tracing::info!(addr = %gateway.local_addr(), driver = gateway.driver(), "listening; Ctrl-C or SIGTERM to stop");
-    // SIGTERM (or POST /drain) drains gracefully; SIGINT (Ctrl-C) stops at once.
-    let drain = signals.block_on(async {
-        let int = compio::signal::ctrl_c();
-        let term = compio::signal::unix::signal(libc::SIGTERM);
-        let admin_drain = async {
-            while !gateway.is_draining() {
-                compio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-        };
-        let term_or_drain = first_of(term, admin_drain);
-        let mut int = std::pin::pin!(int);
-        let mut term_or_drain = std::pin::pin!(term_or_drain);
-        std::future::poll_fn(|cx| {
-            if int.as_mut().poll(cx).is_ready() {
-                std::task::Poll::Ready(false)
-            } else if term_or_drain.as_mut().poll(cx).is_ready() {
-                std::task::Poll::Ready(true)
-            } else {
-                std::task::Poll::Pending
-            }
-        })
-        .await
-    });
+    let drain = signals.block_on(wait_for_stop(&gateway, path));
     if drain {
         let report = gateway.drain();
         tracing::info!(?report, "drained");
@@ -190,6 +190,52 @@ fn serve(path: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
     tracing::info!("shutting down");
     gateway.shutdown();
     Ok(())
+}
+
+/// Serves SIGHUP reloads until SIGINT (returns false: stop now) or SIGTERM / POST /drain
+/// (returns true: drain first).
+async fn wait_for_stop(gateway: &Gateway, path: &std::path::Path) -> bool {
+    let mut int = std::pin::pin!(compio::signal::ctrl_c());
+    let admin_drain = async {
+        while !gateway.is_draining() {
+            compio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    };
+    let mut term = std::pin::pin!(first_of(compio::signal::unix::signal(libc::SIGTERM), admin_drain));
+    loop {
+        let mut hup = std::pin::pin!(compio::signal::unix::signal(libc::SIGHUP));
+        let event = std::future::poll_fn(|cx| {
+            if int.as_mut().poll(cx).is_ready() {
+                std::task::Poll::Ready(Some(false))
+            } else if term.as_mut().poll(cx).is_ready() {
+                std::task::Poll::Ready(Some(true))
+            } else if hup.as_mut().poll(cx).is_ready() {
+                std::task::Poll::Ready(None)
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+        .await;
+        match event {
+            Some(drain) => return drain,
+            None => reload(gateway, path),
+        }
+    }
+}
+
+fn reload(gateway: &Gateway, path: &std::path::Path) {
+    match Config::load(path) {
+        Err(errors) => tracing::error!("reload refused, config unchanged:\n{errors}"),
+        Ok(config) => {
+            set_log_level(&config.log_level);
+            let restart = gateway.reload(config);
+            if restart.is_empty() {
+                tracing::info!("config reloaded");
+            } else {
+                tracing::warn!(?restart, "config reloaded; these changes need a restart and were not applied");
+            }
+        }
+    }
 }
 
 fn reference_backend(

@@ -110,6 +110,8 @@ pub struct Config {
     pub advertise: String,
     /// The admin HTTP endpoint (metrics, health, drain); `None` = off.
     pub admin_listen: Option<SocketAddr>,
+    /// tracing filter, like "info" or "ringgate=debug,info" (RINGGATE_LOG overrides).
+    pub log_level: String,
     pub drain: DrainConfig,
 }
 
@@ -125,6 +127,13 @@ struct Raw {
     backend: Option<RawBackend>,
     redis: Option<RawRedis>,
     drain: RawDrain,
+    log: RawLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawLog {
+    level: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -304,6 +313,10 @@ impl Config {
             device_policy: x.get("session.device_policy", raw.session.device_policy, Default::default(), device_policy),
             redis: raw.redis.map(|r| redis(r, x)),
             drain: drain(raw.drain, x),
+            log_level: x.get("log.level", raw.log.level, "info".into(), |v| {
+                let level = string(v)?;
+                tracing_subscriber::EnvFilter::try_new(&level).map(|_| level.clone()).map_err(|e| e.to_string())
+            }),
         }
     }
 }

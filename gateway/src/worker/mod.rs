@@ -50,6 +50,8 @@ pub enum WorkerMsg {
     StopAccepting,
     /// Draining: send GoAway to up to `quota` more connections of this worker.
     GoAway { quota: usize, frame: Arc<ringgate_codec::client::GoAway> },
+    /// A reloaded config: limits, auth keys and policy apply to connections from now on.
+    Reload(Arc<Config>),
     /// Close every connection with `server_shutdown` and stop.
     Shutdown,
 }
@@ -229,6 +231,7 @@ async fn inbox_loop(
                 // Dropping the accept task drops (closes) the listening socket.
                 WorkerMsg::StopAccepting => drop(accept.take()),
                 WorkerMsg::GoAway { quota, frame } => worker.borrow_mut().go_away(quota, &frame),
+                WorkerMsg::Reload(config) => worker.borrow_mut().reload(config),
                 WorkerMsg::Shutdown => return,
             }
             handled += 1;

@@ -580,6 +580,12 @@ impl Worker {
         self.flush_dirty();
     }
 
+    /// Takes a reloaded config; existing sessions keep the limits they started with.
+    pub fn reload(&mut self, config: Arc<Config>) {
+        self.max_conns = config.max_connections.div_ceil(config.workers.max(1));
+        self.config = config;
+    }
+
     /// Closes every connection with `reason` (shutdown).
     pub fn close_all(&mut self, reason: ReasonCode) {
         let ids: Vec<u64> = self.conns.keys().copied().collect();

@@ -39,13 +39,18 @@ pub struct WorkerMetrics {
     closed: Vec<(ReasonCode, Counter)>,
     auth_fail: Vec<(ReasonCode, Counter)>,
     acks: Vec<(ReasonCode, Counter)>,
-    pub frames_in: Counter,
     pub frames_out_push: Counter,
     pub bytes_in: Counter,
     pub bytes_out: Counter,
     pub sends: Counter,
     pub send_ack_seconds: Histogram,
     pub backend_links_up: Gauge,
+    pub backend_link_rtt_seconds: Histogram,
+    pub ring_size: Gauge,
+    pub ring_keys_moved_ratio: Gauge,
+    pub frames_in_auth: Counter,
+    pub frames_in_send: Counter,
+    pub frames_in_close: Counter,
     pub registry_dropped: Counter,
 }
 
@@ -72,13 +77,18 @@ impl WorkerMetrics {
                 })
                 .collect(),
             acks: by_reason("ringgate_acks_total"),
-            frames_in: counter!("ringgate_frames_in_total", "worker" => w.clone()),
             frames_out_push: counter!("ringgate_frames_out_total", "worker" => w.clone(), "op" => "push"),
             bytes_in: counter!("ringgate_bytes_in_total", "worker" => w.clone()),
             bytes_out: counter!("ringgate_bytes_out_total", "worker" => w.clone()),
             sends: counter!("ringgate_sends_total", "worker" => w.clone()),
             send_ack_seconds: histogram!("ringgate_send_ack_seconds", "worker" => w.clone()),
             backend_links_up: gauge!("ringgate_backend_links_up", "worker" => w.clone()),
+            backend_link_rtt_seconds: histogram!("ringgate_backend_link_rtt_seconds", "worker" => w.clone()),
+            ring_size: gauge!("ringgate_ring_size", "worker" => w.clone()),
+            ring_keys_moved_ratio: gauge!("ringgate_ring_keys_moved_ratio", "worker" => w.clone()),
+            frames_in_auth: counter!("ringgate_frames_in_total", "worker" => w.clone(), "op" => "auth"),
+            frames_in_send: counter!("ringgate_frames_in_total", "worker" => w.clone(), "op" => "send"),
+            frames_in_close: counter!("ringgate_frames_in_total", "worker" => w.clone(), "op" => "close"),
             registry_dropped: counter!("ringgate_registry_dropped_total", "worker" => w),
         }
     }
@@ -115,7 +125,6 @@ pub fn set_node_gauges(node: &NodeGauges) {
     gauge!("ringgate_info", "driver" => node.driver, "node" => node.node_id.clone()).set(1.0);
     gauge!("ringgate_ready").set(f64::from(u8::from(node.ready)));
     gauge!("ringgate_draining").set(f64::from(u8::from(node.draining)));
-    gauge!("ringgate_ring_size").set(node.ring_size as f64);
     if let Some(r) = &node.registry {
         gauge!("ringgate_registry_up").set(f64::from(u8::from(r.up)));
         gauge!("ringgate_registry_queue_depth").set(r.pending as f64);
@@ -129,6 +138,9 @@ pub fn set_node_gauges(node: &NodeGauges) {
         gauge!("ringgate_dns_failures").set(d.stats.failures as f64);
         gauge!("ringgate_dns_empty_answers").set(d.stats.empty as f64);
         gauge!("ringgate_dns_addresses").set(d.current.len() as f64);
+        if let Some(t) = d.last_good {
+            gauge!("ringgate_dns_last_good_age_seconds").set(t.elapsed().as_secs_f64());
+        }
     }
 }
 
@@ -139,7 +151,6 @@ pub struct NodeGauges {
     pub node_id: String,
     pub ready: bool,
     pub draining: bool,
-    pub ring_size: usize,
     pub registry: Option<crate::registry::redis::RegistryState>,
     pub dns: Option<crate::control::dns::DiscoveryState>,
 }

@@ -54,7 +54,6 @@ impl AdminView {
             node_id: self.node_id.clone(),
             ready: self.readiness().is_ok(),
             draining: self.draining.load(Ordering::Relaxed),
-            ring_size: self.dns.as_ref().and_then(|d| d.lock().ok().map(|s| s.current.len())).unwrap_or(0),
             registry: self.registry.as_ref().and_then(|r| r.lock().ok().map(|s| s.clone())),
             dns: self.dns.as_ref().and_then(|d| d.lock().ok().map(|s| s.clone())),
         }

@@ -18,6 +18,8 @@ use crate::worker::WorkerMsg;
 pub struct DiscoveryState {
     pub stats: DnsStats,
     pub current: Vec<SocketAddr>,
+    /// When an answer last carried addresses.
+    pub last_good: Option<std::time::Instant>,
 }
 
 /// Where to find the backends by DNS.
@@ -117,6 +119,7 @@ pub fn run(
             if let Ok(mut s) = state.lock() {
                 s.stats = set.stats();
                 s.current = set.current();
+                s.last_good = set.last_good_age(std::time::Instant::now()).map(|age| std::time::Instant::now() - age);
             }
             if let Some(addrs) = changed {
                 tracing::info!(name = %target.name, ?addrs, "backend set changed");

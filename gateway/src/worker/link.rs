@@ -122,6 +122,11 @@ impl Link {
         expired
     }
 
+    /// When the last Ping went out, if one is outstanding (cleared by [`Link::set_down`]).
+    pub fn ping_sent(&mut self) -> Option<Instant> {
+        self.last_ping
+    }
+
     /// Queues a Ping on an up TCP link when `interval` has passed since the last one.
     pub fn keepalive(&mut self, now: Instant, interval: Duration) {
         if !self.up || !matches!(self.transport, Transport::Tcp(_)) {

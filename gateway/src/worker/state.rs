@@ -174,9 +174,20 @@ impl Worker {
             };
             match event {
                 None => return,
-                Some(ServerEvent::Auth(auth)) => self.on_auth(id, auth, now),
-                Some(ServerEvent::Send(send)) => self.on_send(id, send),
-                Some(ServerEvent::Closed { reason, .. }) => return self.end(id, reason),
+                Some(ServerEvent::Auth(auth)) => {
+                    self.metrics.frames_in_auth.increment(1);
+                    self.on_auth(id, auth, now)
+                }
+                Some(ServerEvent::Send(send)) => {
+                    self.metrics.frames_in_send.increment(1);
+                    self.on_send(id, send)
+                }
+                Some(ServerEvent::Closed { reason, by_peer }) => {
+                    if by_peer {
+                        self.metrics.frames_in_close.increment(1);
+                    }
+                    return self.end(id, reason);
+                }
             }
         }
     }
@@ -440,6 +451,13 @@ impl Worker {
         self.next_tally
     }
 
+    /// A Pong arrived on link `key`: its round trip since the last Ping.
+    pub fn link_pong(&mut self, key: LinkKey) {
+        if let Some(sent) = self.link_mut(key).and_then(|l| l.ping_sent()) {
+            self.metrics.backend_link_rtt_seconds.record(sent.elapsed().as_secs_f64());
+        }
+    }
+
     /// The link named `key`.
     pub fn link_mut(&mut self, key: LinkKey) -> Option<&mut Link> {
         self.links.iter_mut().find(|l| l.addr == key)
@@ -492,6 +510,8 @@ impl Worker {
                 }
             }
         }
+        self.metrics.ring_size.set(ring.len() as f64);
+        self.metrics.ring_keys_moved_ratio.set(keys_moved(&self.ring, &ring));
         self.ring = ring;
         self.count_links();
         for mut gone in old {
@@ -593,6 +613,18 @@ impl Worker {
             self.close(id, reason, "", false);
         }
     }
+}
+
+/// The share of keys whose backend differs between two rings, over a fixed sample.
+fn keys_moved(old: &Ring, new: &Ring) -> f64 {
+    const SAMPLE: u32 = 1000;
+    let moved = (0..SAMPLE)
+        .filter(|i| {
+            let key = format!("sample-{i}");
+            old.owner(key.as_bytes()) != new.owner(key.as_bytes())
+        })
+        .count();
+    moved as f64 / f64::from(SAMPLE)
 }
 
 /// What [`Worker::set_backends`] changed.

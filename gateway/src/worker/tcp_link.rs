@@ -90,6 +90,7 @@ async fn session(
                 let _ = LinkFrame::Pong.encode(&mut o.buf);
                 o.wake();
             }
+            LinkFrame::Pong => w.link_pong(Some(addr)),
             LinkFrame::Close(close) => {
                 break Err(io::Error::other(format!("backend closed the link: {}", close.reason)));
             }

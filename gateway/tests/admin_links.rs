@@ -1,0 +1,66 @@
+//! Backend-side metrics over HTTP: links up, link round trips (Ping/Pong), ring size and
+//! readiness with a real reference backend. (Own test binary: the recorder is process-wide.)
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use ringgate::config::{AuthMode, BackendConfig, Discovery, IoDriver};
+use support::*;
+
+fn scrape(addr: std::net::SocketAddr) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(s, "GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    reply
+}
+
+fn sum(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+        .sum()
+}
+
+#[test]
+fn link_metrics_and_readiness() {
+    let mut backend = Command::new(env!("CARGO_BIN_EXE_ringgate"))
+        .args(["reference-backend", "--listen", "127.0.0.1:0", "--id", "be"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (addr, _) = wait_log_field(&mut backend, "reference backend listening", "addr", "id").unwrap();
+    let mut config = support::config(IoDriver::Auto);
+    config.auth = AuthMode::None;
+    config.admin_listen = Some("127.0.0.1:0".parse().unwrap());
+    config.backend = Some(BackendConfig {
+        discovery: Discovery::Static(vec![addr.parse().unwrap()]),
+        window: 64,
+        link_buffer: 1 << 20,
+        connect_timeout: Duration::from_millis(500),
+        reconnect_min: Duration::from_millis(20),
+        reconnect_max: Duration::from_millis(200),
+        request_timeout: Duration::from_secs(5),
+        ping_interval: Duration::from_millis(100),
+    });
+    let gw = start_with(config, 2);
+    let admin = gw.admin_addr().unwrap();
+    assert!(eventually(Duration::from_secs(5), || {
+        let m = scrape(admin);
+        sum(&m, "ringgate_backend_links_up") == 2.0 && sum(&m, "ringgate_backend_link_rtt_seconds_count") >= 2.0
+    }));
+    let m = scrape(admin);
+    assert_eq!(sum(&m, "ringgate_ring_size"), 2.0, "one backend, seen by each of 2 workers");
+    assert_eq!(sum(&m, "ringgate_ready"), 1.0);
+    // The backend dies: links go down, the node stops being ready.
+    backend.kill().unwrap();
+    backend.wait().unwrap();
+    assert!(eventually(Duration::from_secs(5), || sum(&scrape(admin), "ringgate_backend_links_up") == 0.0));
+    assert_eq!(sum(&scrape(admin), "ringgate_ready"), 0.0);
+}

@@ -60,7 +60,7 @@ pub fn server_session(data: &[u8]) {
                     let _ = session.push(&send.payload);
                     let _ = session.ack(send.seq, ReasonCode::OK);
                 }
-                ServerEvent::Closed { .. } => {}
+                ServerEvent::Closed { .. } | ServerEvent::Pinged => {}
             }
         }
         let _ = session.handle_timeout(now);

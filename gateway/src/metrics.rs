@@ -51,6 +51,8 @@ pub struct WorkerMetrics {
     pub frames_in_auth: Counter,
     pub frames_in_send: Counter,
     pub frames_in_close: Counter,
+    pub frames_in_ping: Counter,
+    frames_out: Vec<(&'static str, Counter)>,
     pub registry_dropped: Counter,
 }
 
@@ -89,12 +91,24 @@ impl WorkerMetrics {
             frames_in_auth: counter!("ringgate_frames_in_total", "worker" => w.clone(), "op" => "auth"),
             frames_in_send: counter!("ringgate_frames_in_total", "worker" => w.clone(), "op" => "send"),
             frames_in_close: counter!("ringgate_frames_in_total", "worker" => w.clone(), "op" => "close"),
+            frames_in_ping: counter!("ringgate_frames_in_total", "worker" => w.clone(), "op" => "ping"),
+            frames_out: ["pong", "ack", "auth_ok", "auth_fail", "kick", "go_away", "close"]
+                .into_iter()
+                .map(|op| (op, counter!("ringgate_frames_out_total", "worker" => w.clone(), "op" => op)))
+                .collect(),
             registry_dropped: counter!("ringgate_registry_dropped_total", "worker" => w),
         }
     }
 
     fn pick(list: &[(ReasonCode, Counter)], code: ReasonCode) -> Option<&Counter> {
         list.iter().find(|(c, _)| *c == code).map(|(_, counter)| counter)
+    }
+
+    /// One frame of `op` queued for a client (push has its own handle).
+    pub fn frame_out(&self, op: &str) {
+        if let Some((_, c)) = self.frames_out.iter().find(|(o, _)| *o == op) {
+            c.increment(1);
+        }
     }
 
     pub fn closed(&self, reason: ReasonCode) {

@@ -74,6 +74,9 @@ fn metrics_health_and_drain() {
     assert!(value(&m, "ringgate_bytes_in_total", &[]) > 0.0);
     assert_eq!(value(&m, "ringgate_frames_in_total", &["op=\"auth\""]), 3.0);
     assert_eq!(value(&m, "ringgate_frames_in_total", &["op=\"send\""]), 3.0);
+    assert_eq!(value(&m, "ringgate_frames_out_total", &["op=\"auth_ok\""]), 2.0);
+    assert_eq!(value(&m, "ringgate_frames_out_total", &["op=\"auth_fail\""]), 1.0);
+    assert_eq!(value(&m, "ringgate_frames_out_total", &["op=\"ack\""]), 3.0);
     assert!(value(&m, "ringgate_bytes_out_total", &[]) > 0.0);
     assert_eq!(value(&m, "ringgate_info", &[&format!("driver=\"{}\"", gw.driver())]), 1.0);
     assert_eq!(value(&m, "ringgate_build_info", &[]), 1.0);

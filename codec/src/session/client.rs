@@ -356,7 +356,9 @@ mod tests {
                 for byte in c {
                     self.to_server.extend_from_slice(&[byte]);
                     while let Some(e) = self.server.handle_input(&mut self.to_server, self.now) {
-                        self.server_events.push(e);
+                        if e != ServerEvent::Pinged {
+                            self.server_events.push(e);
+                        }
                     }
                 }
                 for byte in s {

@@ -67,6 +67,8 @@ pub enum ServerEvent {
     Auth(Auth),
     /// Route to a backend, then call [`ServerSession::ack`] exactly once with its seq.
     Send(SendFrame),
+    /// A Ping arrived; its Pong is already queued. Nothing to do but count it.
+    Pinged,
     /// The session ended; flush [`ServerSession::output`] (it holds the Close frame when we
     /// closed) and close the transport.
     Closed { reason: ReasonCode, by_peer: bool },
@@ -167,7 +169,7 @@ impl ServerSession {
             (ServerState::Open, ClientFrame::Ping) => {
                 client::encode_pong(&mut self.output);
                 // A client that pings without reading is a slow consumer too.
-                self.check_outbound()
+                Some(self.check_outbound().unwrap_or(ServerEvent::Pinged))
             }
             (ServerState::Open, ClientFrame::Pong) => None,
             (ServerState::Open, ClientFrame::Send(send)) => self.on_send(send),
@@ -393,7 +395,7 @@ mod tests {
 
         let mut s = open(&config, t0);
         let t1 = t0 + Duration::from_secs(60);
-        assert_eq!(s.handle_input(&mut bytes(&[ClientFrame::Ping]), t1), None);
+        assert_eq!(s.handle_input(&mut bytes(&[ClientFrame::Ping]), t1), Some(ServerEvent::Pinged));
         assert_eq!(decode_output(&mut s), vec![ClientFrame::Pong]);
         // Early call (old deadline) does nothing; the new deadline counts from the ping.
         assert_eq!(s.handle_timeout(t0 + config.idle_timeout()), None);
@@ -441,7 +443,9 @@ mod tests {
         let mut input = bytes(&vec![ClientFrame::Ping; 60]);
         let mut closed = None;
         while let Some(event) = s.handle_input(&mut input, t0) {
-            closed = Some(event);
+            if event != ServerEvent::Pinged {
+                closed = Some(event);
+            }
         }
         assert_eq!(closed, Some(ServerEvent::Closed { reason: ReasonCode::SLOW_CONSUMER, by_peer: false }));
     }

@@ -182,9 +182,15 @@ impl Worker {
                     self.metrics.frames_in_send.increment(1);
                     self.on_send(id, send)
                 }
+                Some(ServerEvent::Pinged) => {
+                    self.metrics.frames_in_ping.increment(1);
+                    self.metrics.frame_out("pong");
+                }
                 Some(ServerEvent::Closed { reason, by_peer }) => {
                     if by_peer {
                         self.metrics.frames_in_close.increment(1);
+                    } else {
+                        self.metrics.frame_out("close");
                     }
                     return self.end(id, reason);
                 }
@@ -216,6 +222,7 @@ impl Worker {
                 };
                 let armed = conn.session.poll_timeout();
                 conn.session.accept(&ok, now);
+                self.metrics.frame_out("auth_ok");
                 // The wheel holds the auth deadline; when it fires the session gives the idle
                 // deadline. Re-arm now only if the idle deadline comes first.
                 if let Some(deadline) = conn.session.poll_timeout()
@@ -247,6 +254,8 @@ impl Worker {
             Err((reason, message)) => {
                 WorkerStats::inc(&self.stats.auth_failed);
                 self.metrics.auth_failed(reason);
+                self.metrics.frame_out("auth_fail");
+                self.metrics.frame_out("close");
                 conn.session.reject(reason, &message);
                 self.end(id, reason);
             }
@@ -267,6 +276,7 @@ impl Worker {
                 WorkerStats::inc(&self.stats.backend_busy);
             }
             self.metrics.acked(code, None);
+            self.metrics.frame_out("ack");
             if let Some(ServerEvent::Closed { reason, .. }) = conn.session.ack(send.seq, code) {
                 return self.end(id, reason);
             }
@@ -306,6 +316,7 @@ impl Worker {
             return;
         }
         let Some(conn) = self.conns.get_mut(&id) else { return };
+        self.metrics.frame_out("ack");
         if let Some(ServerEvent::Closed { reason, .. }) = conn.session.ack(seq, code) {
             return self.end(id, reason);
         }
@@ -317,9 +328,11 @@ impl Worker {
         let Some(conn) = self.conns.get_mut(&id) else { return };
         if kick {
             conn.session.kick(reason, message);
+            self.metrics.frame_out("kick");
         } else {
             conn.session.close(reason, message);
         }
+        self.metrics.frame_out("close");
         self.end(id, reason);
     }
 
@@ -591,6 +604,7 @@ impl Worker {
             let Some(conn) = self.conns.get_mut(&id) else { continue };
             if conn.identity.is_some() {
                 conn.session.go_away(frame);
+                self.metrics.frame_out("go_away");
                 self.mark_dirty(id);
             } else {
                 self.close(id, ReasonCode::SERVER_DRAINING, "", false);

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ringgate::config::{AuthMode, BackendConfig, Discovery, IoDriver};
+use ringgate::config::{AuthMode, Discovery, IoDriver};
 use ringgate_codec::ReasonCode;
 use ringgate_codec::session::{ClientConfig, ClientEvent};
 use ringgate_router::Ring;
@@ -55,16 +55,7 @@ fn failover(driver: IoDriver) {
     let id_of: HashMap<SocketAddr, String> = backends.iter().map(|b| (b.addr, b.id.clone())).collect();
     let mut config = support::config(driver);
     config.auth = AuthMode::None;
-    config.backend = Some(BackendConfig {
-        discovery: Discovery::Static(backends.iter().map(|b| b.addr).collect()),
-        window: 1024,
-        link_buffer: 4 << 20,
-        connect_timeout: Duration::from_millis(500),
-        reconnect_min: Duration::from_millis(20),
-        reconnect_max: Duration::from_millis(200),
-        request_timeout: Duration::from_secs(10),
-        ping_interval: Duration::from_secs(5),
-    });
+    config.backend = Some(backend_config(Discovery::Static(backends.iter().map(|b| b.addr).collect())));
     let ring = Ring::new(backends.iter().map(|b| b.addr));
     let gw = start_with(config, 2);
     let addr = gw.local_addr();
@@ -133,12 +124,4 @@ fn failover(driver: IoDriver) {
     }
 }
 
-#[test]
-fn failover_io_uring() {
-    failover(IoDriver::IoUring);
-}
-
-#[test]
-fn failover_epoll() {
-    failover(IoDriver::Epoll);
-}
+both_drivers!(failover);

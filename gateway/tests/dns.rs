@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{RData, Record, RecordType};
-use ringgate::config::{AuthMode, BackendConfig, Discovery, DnsTarget, DnsTimers, IoDriver};
+use ringgate::config::{AuthMode, Discovery, DnsTarget, DnsTimers, IoDriver};
 use ringgate_codec::session::{ClientConfig, ClientEvent};
 use ringgate_router::Ring;
 use support::*;
@@ -125,27 +125,18 @@ fn discovery(driver: IoDriver) {
     let mut config = support::config(driver);
     config.auth = AuthMode::None;
     let hold_down = Duration::from_millis(1500);
-    config.backend = Some(BackendConfig {
-        discovery: Discovery::Dns(DnsTarget {
-            name: NAME.into(),
-            port,
-            nameserver: Some(dns.addr),
-            timers: DnsTimers {
-                min_ttl: Duration::from_millis(100),
-                max_ttl: Duration::from_secs(1),
-                hold_down,
-                retry: Duration::from_millis(100),
-                timeout: Duration::from_millis(500),
-            },
-        }),
-        window: 1024,
-        link_buffer: 4 << 20,
-        connect_timeout: Duration::from_millis(500),
-        reconnect_min: Duration::from_millis(20),
-        reconnect_max: Duration::from_millis(200),
-        request_timeout: Duration::from_secs(10),
-        ping_interval: Duration::from_secs(5),
-    });
+    config.backend = Some(backend_config(Discovery::Dns(DnsTarget {
+        name: NAME.into(),
+        port,
+        nameserver: Some(dns.addr),
+        timers: DnsTimers {
+            min_ttl: Duration::from_millis(100),
+            max_ttl: Duration::from_secs(1),
+            hold_down,
+            retry: Duration::from_millis(100),
+            timeout: Duration::from_millis(500),
+        },
+    })));
     let gw = start_with(config, 2);
     let current = || gw.discovery().unwrap().current;
     let mut clients: Vec<(String, TestClient)> = (0..12)
@@ -191,12 +182,4 @@ fn discovery(driver: IoDriver) {
     drop((b2, b3, b4));
 }
 
-#[test]
-fn discovery_io_uring() {
-    discovery(IoDriver::IoUring);
-}
-
-#[test]
-fn discovery_epoll() {
-    discovery(IoDriver::Epoll);
-}
+both_drivers!(discovery);

@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use ringgate::config::{AuthMode, IoDriver};
@@ -117,14 +117,7 @@ fn sigterm_drains_and_exits_zero() {
         "[listen]\ntcp = \"127.0.0.1:0\"\n[auth]\nmode = \"none\"\n[drain]\ndelay = \"100ms\"\ndeadline = \"10s\"\nreconnect_jitter = \"0s\"\n",
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ringgate"))
-        .args(["run", "--config"])
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (addr, _) = wait_listening(&mut child).unwrap();
+    let (mut child, addr) = spawn_gateway(&path);
     let (mut client, _) = TestClient::login(addr.parse().unwrap(), "gina", "d");
     let term = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(term.success());

@@ -260,22 +260,4 @@ fn silent_backend(driver: IoDriver) {
     assert!(eventually(T, || backend.links() >= 4), "silent links re-dialled");
 }
 
-#[test]
-fn silent_backend_io_uring() {
-    silent_backend(IoDriver::IoUring);
-}
-
-#[test]
-fn silent_backend_epoll() {
-    silent_backend(IoDriver::Epoll);
-}
-
-#[test]
-fn pushes_io_uring() {
-    pushes(IoDriver::IoUring);
-}
-
-#[test]
-fn pushes_epoll() {
-    pushes(IoDriver::Epoll);
-}
+both_drivers!(silent_backend, pushes);

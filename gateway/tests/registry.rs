@@ -260,14 +260,7 @@ fn killed_node_goes_stale_within_the_lease() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ringgate"))
-        .args(["run", "--config"])
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (addr, _) = wait_listening(&mut child).unwrap();
+    let (mut child, addr) = spawn_gateway(&path);
     let (_dave, _) = login(addr.parse().unwrap(), "dave", "d");
     assert!(eventually(T, || redis.hget("rg:u:dave", "d").is_some()));
     let killed = std::time::Instant::now();

@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use ringgate::auth::token::{self, Claims};
@@ -32,14 +32,7 @@ fn sighup_rotates_auth_keys_without_dropping_connections() {
     let path = dir.path().join("gw.toml");
     let (old, new) = (("k1", "first-secret-0123456789"), ("k2", "second-secret-0123456789"));
     std::fs::write(&path, config_text(old.0, old.1)).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ringgate"))
-        .args(["run", "--config"])
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (addr, _) = wait_listening(&mut child).unwrap();
+    let (mut child, addr) = spawn_gateway(&path);
     let addr = addr.parse().unwrap();
     let login = |kid: &str, secret: &str, user: &str| {
         let mut c = TestClient::connect_with(addr, ClientConfig::new(token(kid, secret, user), user, "d"));

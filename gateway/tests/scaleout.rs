@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use ringgate::Gateway;
-use ringgate::config::{AuthMode, BackendConfig, Discovery, IoDriver};
+use ringgate::config::{AuthMode, Discovery, IoDriver};
 use ringgate::registry::DevicePolicy;
 use ringgate::registry::redis::RedisTarget;
 use ringgate_codec::ReasonCode;
@@ -45,16 +45,7 @@ fn node(driver: IoDriver, id: &str, backends: &[SocketAddr], redis_url: &str) ->
     config.node_id = id.into();
     config.auth = AuthMode::None;
     config.device_policy = DevicePolicy::OnePerUser;
-    config.backend = Some(BackendConfig {
-        discovery: Discovery::Static(backends.to_vec()),
-        window: 1024,
-        link_buffer: 1 << 20,
-        connect_timeout: Duration::from_millis(500),
-        reconnect_min: Duration::from_millis(20),
-        reconnect_max: Duration::from_millis(200),
-        request_timeout: Duration::from_secs(5),
-        ping_interval: Duration::from_secs(5),
-    });
+    config.backend = Some(backend_config(Discovery::Static(backends.to_vec())));
     config.redis = Some(RedisTarget {
         url: redis_url.into(),
         cluster: Vec::new(),
@@ -81,14 +72,7 @@ fn child_node(driver: IoDriver, dir: &Path, backends: &[SocketAddr], redis_url: 
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ringgate"))
-        .args(["run", "--config"])
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (addr, _) = wait_listening(&mut child).unwrap();
+    let (child, addr) = spawn_gateway(&path);
     (Proc(child), addr.parse().unwrap())
 }
 

@@ -322,3 +322,31 @@ impl Drop for RedisServer {
         self.stop();
     }
 }
+
+/// Runs `ringgate run --config PATH` as a child process; returns it and its client address
+/// once it is listening.
+pub fn spawn_gateway(path: &Path) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringgate"))
+        .args(["run", "--config"])
+        .arg(path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the ringgate binary runs");
+    let (addr, _) = wait_listening(&mut child).expect("gateway starts");
+    (child, addr)
+}
+
+/// Backend settings for tests: fast reconnects and short timeouts.
+pub fn backend_config(discovery: ringgate::config::Discovery) -> ringgate::config::BackendConfig {
+    ringgate::config::BackendConfig {
+        discovery,
+        window: 1024,
+        link_buffer: 4 << 20,
+        connect_timeout: Duration::from_millis(500),
+        reconnect_min: Duration::from_millis(20),
+        reconnect_max: Duration::from_millis(200),
+        request_timeout: Duration::from_secs(10),
+        ping_interval: Duration::from_secs(5),
+    }
+}

@@ -19,6 +19,15 @@ pub fn install() -> Option<&'static PrometheusHandle> {
             let recorder = PrometheusBuilder::new().set_buckets(&buckets).ok()?.build_recorder();
             let handle = recorder.handle();
             metrics::set_global_recorder(recorder).ok()?;
+            // Histogram samples wait in buckets until upkeep folds them in; without it they
+            // would pile up between scrapes (or forever, on a node nobody scrapes).
+            let upkeep = handle.clone();
+            let _ = std::thread::Builder::new().name("ringgate-metrics".into()).spawn(move || {
+                loop {
+                    std::thread::sleep(std::time::Duration::from_secs(1));
+                    upkeep.run_upkeep();
+                }
+            });
             gauge!("ringgate_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
             Some(handle)
         })
@@ -30,15 +39,55 @@ pub fn render() -> String {
     install().map(PrometheusHandle::render).unwrap_or_default()
 }
 
+/// Reason codes are below this (the table's ranges end at 69).
+const CODES: usize = 70;
+
+/// Client frames the worker counts when it queues them (pushes have their own handle).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameOut {
+    Pong,
+    Ack,
+    AuthOk,
+    AuthFail,
+    Kick,
+    GoAway,
+    Close,
+}
+
+impl FrameOut {
+    const ALL: [FrameOut; 7] = [
+        FrameOut::Pong,
+        FrameOut::Ack,
+        FrameOut::AuthOk,
+        FrameOut::AuthFail,
+        FrameOut::Kick,
+        FrameOut::GoAway,
+        FrameOut::Close,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            FrameOut::Pong => "pong",
+            FrameOut::Ack => "ack",
+            FrameOut::AuthOk => "auth_ok",
+            FrameOut::AuthFail => "auth_fail",
+            FrameOut::Kick => "kick",
+            FrameOut::GoAway => "go_away",
+            FrameOut::Close => "close",
+        }
+    }
+}
+
 /// One worker's metric handles.
 #[derive(Debug, Clone)]
 pub struct WorkerMetrics {
     pub accepted: Counter,
     pub active: Gauge,
     pub auth_ok: Counter,
-    closed: Vec<(ReasonCode, Counter)>,
-    auth_fail: Vec<(ReasonCode, Counter)>,
-    acks: Vec<(ReasonCode, Counter)>,
+    /// Indexed by reason code value (codes are below [`CODES`]): O(1) on the hot path.
+    closed: Vec<Option<Counter>>,
+    auth_fail: Vec<Option<Counter>>,
+    acks: Vec<Option<Counter>>,
     pub frames_out_push: Counter,
     pub bytes_in: Counter,
     pub bytes_out: Counter,
@@ -52,7 +101,7 @@ pub struct WorkerMetrics {
     pub frames_in_send: Counter,
     pub frames_in_close: Counter,
     pub frames_in_ping: Counter,
-    frames_out: Vec<(&'static str, Counter)>,
+    frames_out: [Counter; FrameOut::ALL.len()],
     pub registry_dropped: Counter,
 }
 
@@ -61,24 +110,22 @@ impl WorkerMetrics {
     pub fn new(index: usize) -> WorkerMetrics {
         install();
         let w = index.to_string();
-        let by_reason = |name: &'static str| -> Vec<(ReasonCode, Counter)> {
-            ReasonCode::ALL
-                .iter()
-                .map(|&code| (code, counter!(name, "worker" => w.clone(), "reason" => code.name().unwrap_or("other"))))
-                .collect()
+        let by_reason = |name: &'static str, label: &'static str| -> Vec<Option<Counter>> {
+            let mut table = vec![None; CODES];
+            for &code in ReasonCode::ALL {
+                if let Some(slot) = table.get_mut(code.0 as usize) {
+                    *slot = Some(counter!(name, "worker" => w.clone(), label => code.name().unwrap_or("other")));
+                }
+            }
+            table
         };
         WorkerMetrics {
             accepted: counter!("ringgate_connections_accepted_total", "worker" => w.clone(), "transport" => "tcp"),
             active: gauge!("ringgate_connections_active", "worker" => w.clone(), "transport" => "tcp"),
             auth_ok: counter!("ringgate_auth_total", "worker" => w.clone(), "result" => "ok"),
-            closed: by_reason("ringgate_connections_closed_total"),
-            auth_fail: ReasonCode::ALL
-                .iter()
-                .map(|&c| {
-                    (c, counter!("ringgate_auth_total", "worker" => w.clone(), "result" => c.name().unwrap_or("other")))
-                })
-                .collect(),
-            acks: by_reason("ringgate_acks_total"),
+            closed: by_reason("ringgate_connections_closed_total", "reason"),
+            auth_fail: by_reason("ringgate_auth_total", "result"),
+            acks: by_reason("ringgate_acks_total", "reason"),
             frames_out_push: counter!("ringgate_frames_out_total", "worker" => w.clone(), "op" => "push"),
             bytes_in: counter!("ringgate_bytes_in_total", "worker" => w.clone()),
             bytes_out: counter!("ringgate_bytes_out_total", "worker" => w.clone()),
@@ -92,21 +139,19 @@ impl WorkerMetrics {
             frames_in_send: counter!("ringgate_frames_in_total", "worker" => w.clone(), "op" => "send"),
             frames_in_close: counter!("ringgate_frames_in_total", "worker" => w.clone(), "op" => "close"),
             frames_in_ping: counter!("ringgate_frames_in_total", "worker" => w.clone(), "op" => "ping"),
-            frames_out: ["pong", "ack", "auth_ok", "auth_fail", "kick", "go_away", "close"]
-                .into_iter()
-                .map(|op| (op, counter!("ringgate_frames_out_total", "worker" => w.clone(), "op" => op)))
-                .collect(),
+            frames_out: FrameOut::ALL
+                .map(|op| counter!("ringgate_frames_out_total", "worker" => w.clone(), "op" => op.name())),
             registry_dropped: counter!("ringgate_registry_dropped_total", "worker" => w),
         }
     }
 
-    fn pick(list: &[(ReasonCode, Counter)], code: ReasonCode) -> Option<&Counter> {
-        list.iter().find(|(c, _)| *c == code).map(|(_, counter)| counter)
+    fn pick(table: &[Option<Counter>], code: ReasonCode) -> Option<&Counter> {
+        table.get(code.0 as usize).and_then(Option::as_ref)
     }
 
     /// One frame of `op` queued for a client (push has its own handle).
-    pub fn frame_out(&self, op: &str) {
-        if let Some((_, c)) = self.frames_out.iter().find(|(o, _)| *o == op) {
+    pub fn frame_out(&self, op: FrameOut) {
+        if let Some(c) = self.frames_out.get(op as usize) {
             c.increment(1);
         }
     }

@@ -43,7 +43,7 @@ pub fn spawn(
             for (target, frame) in out.drain(..) {
                 if let Some(inbox) = usize::try_from(target).ok().and_then(|t| inboxes.get(t)) {
                     // A worker that has stopped no longer needs answers.
-                    let _ = inbox.send(WorkerMsg::FromBackend { link: None, frame });
+                    let _ = inbox.send(WorkerMsg::FromBackend { link: None, frame: Box::new(frame) });
                 }
             }
         }

@@ -425,7 +425,7 @@ async fn kick_loop(target: RedisTarget, node: NodeInfo, workers: Vec<flume::Send
                 message: "logged in elsewhere".into(),
             };
             if let Some(worker) = owner_of(conn_id).and_then(|w| workers.get(w)) {
-                let _ = worker.try_send(WorkerMsg::FromBackend { link: None, frame: LinkFrame::Kick(kick) });
+                let _ = worker.try_send(WorkerMsg::FromBackend { link: None, frame: Box::new(LinkFrame::Kick(kick)) });
             }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -29,9 +29,10 @@ pub(crate) struct ConnIdentity {
     pub user_id: Box<str>,
     pub device_id: Box<str>,
     pub platform: Platform,
-    /// When it authenticated (Unix ms): part of its registry record, which its close must
-    /// reproduce exactly for the compare-and-delete.
-    pub since_ms: u64,
+    /// When it authenticated, in seconds since the node started: its registry record's
+    /// since_ms is node_epoch + since_s * 1000, which its close reproduces exactly for the
+    /// compare-and-delete.
+    pub since_s: u32,
     /// Rooms joined; allocated on the first join. Boxed: 8 bytes per idle connection
     /// instead of 24, and most connections never join a room.
     #[allow(clippy::box_collection)]

@@ -110,7 +110,7 @@ impl Worker {
                 let mut asked = 0;
                 for (i, peer) in self.peers.iter().enumerate() {
                     // A full peer inbox drops the copy; pushes are best effort under overload.
-                    if i != self.index && peer.try_send(WorkerMsg::Fanout { frame: frame(), reply }).is_ok() {
+                    if i != self.index && peer.try_send(WorkerMsg::Fanout { frame: Box::new(frame()), reply }).is_ok() {
                         asked += 1;
                     }
                 }
@@ -150,7 +150,7 @@ impl Worker {
     fn forward_to_owner(&mut self, link: LinkKey, conn_id: u64, frame: LinkFrame) {
         let delivered = owner_of(conn_id)
             .and_then(|w| self.peers.get(w))
-            .is_some_and(|peer| peer.try_send(WorkerMsg::FromBackend { link, frame: frame.clone() }).is_ok());
+            .is_some_and(|peer| peer.try_send(WorkerMsg::FromBackend { link, frame: Box::new(frame.clone()) }).is_ok());
         if !delivered && let LinkFrame::PushToConn(push) = &frame {
             self.report(link, push.push_id, 0);
         }

@@ -35,12 +35,13 @@ use crate::config::Config;
 pub enum WorkerMsg {
     /// A frame from backend link `link` (its address; `None` for the embedded backend), or
     /// one forwarded by the worker that read it.
-    FromBackend { link: Option<SocketAddr>, frame: LinkFrame },
+    /// (Frames are boxed: inboxes keep their peak capacity, so every slot should be small.)
+    FromBackend { link: Option<SocketAddr>, frame: Box<LinkFrame> },
     /// A new backend address set from discovery; links are reconciled to it.
     Backends(Arc<[SocketAddr]>),
     /// A node-wide frame another worker read from a link; deliver locally only, and send the
     /// delivered count to `reply` = (origin worker, token) when given.
-    Fanout { frame: LinkFrame, reply: Option<(usize, u64)> },
+    Fanout { frame: Box<LinkFrame>, reply: Option<(usize, u64)> },
     /// A user logged in (connection `except`): close the user's sessions here that the device
     /// policy says it replaces.
     Displace { user: Arc<str>, device: Arc<str>, platform: &'static str, except: u64 },
@@ -221,8 +222,8 @@ async fn inbox_loop(
         let mut handled = 0;
         while let Some(msg) = next.take() {
             match msg {
-                WorkerMsg::FromBackend { link, frame } => worker.borrow_mut().on_backend(Via::Link(link), frame),
-                WorkerMsg::Fanout { frame, reply } => worker.borrow_mut().on_backend(Via::Fanout { reply }, frame),
+                WorkerMsg::FromBackend { link, frame } => worker.borrow_mut().on_backend(Via::Link(link), *frame),
+                WorkerMsg::Fanout { frame, reply } => worker.borrow_mut().on_backend(Via::Fanout { reply }, *frame),
                 WorkerMsg::PushCount { token, delivered } => worker.borrow_mut().on_push_count(token, delivered),
                 WorkerMsg::Displace { user, device, platform, except } => {
                     worker.borrow_mut().displace(&user, &device, platform, except)
@@ -241,5 +242,14 @@ async fn inbox_loop(
             }
         }
         worker.borrow_mut().flush_dirty();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn inbox_slots_stay_small() {
+        // Inboxes keep their peak capacity; a login burst queues one message per login.
+        assert!(std::mem::size_of::<super::WorkerMsg>() <= 64, "{}", std::mem::size_of::<super::WorkerMsg>());
     }
 }

@@ -17,6 +17,7 @@ use super::stats::WorkerStats;
 use super::timer::TimerWheel;
 use crate::auth;
 use crate::config::Config;
+use crate::metrics::FrameOut;
 use ringgate_router::Ring;
 
 /// Bits of a connection id below the worker index. A conn id is never 0.
@@ -184,13 +185,13 @@ impl Worker {
                 }
                 Some(ServerEvent::Pinged) => {
                     self.metrics.frames_in_ping.increment(1);
-                    self.metrics.frame_out("pong");
+                    self.metrics.frame_out(FrameOut::Pong);
                 }
                 Some(ServerEvent::Closed { reason, by_peer }) => {
                     if by_peer {
                         self.metrics.frames_in_close.increment(1);
                     } else {
-                        self.metrics.frame_out("close");
+                        self.metrics.frame_out(FrameOut::Close);
                     }
                     return self.end(id, reason);
                 }
@@ -222,7 +223,7 @@ impl Worker {
                 };
                 let armed = conn.session.poll_timeout();
                 conn.session.accept(&ok, now);
-                self.metrics.frame_out("auth_ok");
+                self.metrics.frame_out(FrameOut::AuthOk);
                 // The wheel holds the auth deadline; when it fires the session gives the idle
                 // deadline. Re-arm now only if the idle deadline comes first.
                 if let Some(deadline) = conn.session.poll_timeout()
@@ -230,7 +231,10 @@ impl Worker {
                 {
                     self.timers.arm(id, deadline);
                 }
-                let since_ms = unix_ms();
+                // Seconds since this node started: 4 bytes per connection, and the record's
+                // since_ms is derived from it the same way at login and at close.
+                let since_s = u32::try_from(unix_ms().saturating_sub(self.node_epoch) / 1000).unwrap_or(u32::MAX);
+                let since_ms = self.node_epoch + u64::from(since_s) * 1000;
                 let node = (self.config.node_id.as_str(), self.node_epoch);
                 let who = (identity.user_id.as_str(), identity.device_id.as_str(), identity.platform.as_str());
                 register(&self.registry, &self.stats, node, (id, since_ms), who, true);
@@ -239,7 +243,7 @@ impl Worker {
                     user_id: identity.user_id.into_boxed_str(),
                     device_id: identity.device_id.into_boxed_str(),
                     platform: identity.platform,
-                    since_ms,
+                    since_s,
                     rooms: None,
                 });
                 self.users.entry(key).or_default().insert(id);
@@ -254,8 +258,8 @@ impl Worker {
             Err((reason, message)) => {
                 WorkerStats::inc(&self.stats.auth_failed);
                 self.metrics.auth_failed(reason);
-                self.metrics.frame_out("auth_fail");
-                self.metrics.frame_out("close");
+                self.metrics.frame_out(FrameOut::AuthFail);
+                self.metrics.frame_out(FrameOut::Close);
                 conn.session.reject(reason, &message);
                 self.end(id, reason);
             }
@@ -276,7 +280,7 @@ impl Worker {
                 WorkerStats::inc(&self.stats.backend_busy);
             }
             self.metrics.acked(code, None);
-            self.metrics.frame_out("ack");
+            self.metrics.frame_out(FrameOut::Ack);
             if let Some(ServerEvent::Closed { reason, .. }) = conn.session.ack(send.seq, code) {
                 return self.end(id, reason);
             }
@@ -316,7 +320,7 @@ impl Worker {
             return;
         }
         let Some(conn) = self.conns.get_mut(&id) else { return };
-        self.metrics.frame_out("ack");
+        self.metrics.frame_out(FrameOut::Ack);
         if let Some(ServerEvent::Closed { reason, .. }) = conn.session.ack(seq, code) {
             return self.end(id, reason);
         }
@@ -328,11 +332,11 @@ impl Worker {
         let Some(conn) = self.conns.get_mut(&id) else { return };
         if kick {
             conn.session.kick(reason, message);
-            self.metrics.frame_out("kick");
+            self.metrics.frame_out(FrameOut::Kick);
         } else {
             conn.session.close(reason, message);
         }
-        self.metrics.frame_out("close");
+        self.metrics.frame_out(FrameOut::Close);
         self.end(id, reason);
     }
 
@@ -356,7 +360,7 @@ impl Worker {
         self.metrics.closed(reason);
         if let Some(identity) = conn.identity.take() {
             let node = (self.config.node_id.as_str(), self.node_epoch);
-            let conn = (id, identity.since_ms);
+            let conn = (id, self.node_epoch + u64::from(identity.since_s) * 1000);
             let who = (&*identity.user_id, &*identity.device_id, identity.platform.as_str());
             register(&self.registry, &self.stats, node, conn, who, false);
             let key = user_key(&identity.user_id);
@@ -604,7 +608,7 @@ impl Worker {
             let Some(conn) = self.conns.get_mut(&id) else { continue };
             if conn.identity.is_some() {
                 conn.session.go_away(frame);
-                self.metrics.frame_out("go_away");
+                self.metrics.frame_out(FrameOut::GoAway);
                 self.mark_dirty(id);
             } else {
                 self.close(id, ReasonCode::SERVER_DRAINING, "", false);

@@ -103,6 +103,7 @@ pub struct WorkerMetrics {
     pub frames_in_ping: Counter,
     frames_out: [Counter; FrameOut::ALL.len()],
     pub registry_dropped: Counter,
+    pub accept_errors: Counter,
 }
 
 impl WorkerMetrics {
@@ -141,7 +142,8 @@ impl WorkerMetrics {
             frames_in_ping: counter!("ringgate_frames_in_total", "worker" => w.clone(), "op" => "ping"),
             frames_out: FrameOut::ALL
                 .map(|op| counter!("ringgate_frames_out_total", "worker" => w.clone(), "op" => op.name())),
-            registry_dropped: counter!("ringgate_registry_dropped_total", "worker" => w),
+            registry_dropped: counter!("ringgate_registry_dropped_total", "worker" => w.clone()),
+            accept_errors: counter!("ringgate_accept_errors_total", "worker" => w),
         }
     }
 

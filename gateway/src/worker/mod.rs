@@ -173,8 +173,7 @@ async fn accept_loop(worker: Rc<RefCell<Worker>>, listener: TcpListener) {
         let stream = match listener.accept().await {
             Ok((stream, _peer)) => stream,
             Err(e) => {
-                let stats = worker.borrow().stats.clone();
-                WorkerStats::inc(&stats.accept_errors);
+                worker.borrow().metrics.accept_errors.increment(1);
                 tracing::warn!(error = %e, "accept failed");
                 // Out of files or memory: give closing connections a moment instead of spinning.
                 compio::time::sleep(std::time::Duration::from_millis(20)).await;

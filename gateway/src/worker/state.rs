@@ -109,7 +109,6 @@ impl Worker {
     /// Registers an accepted socket and returns its id; gives the socket back when the
     /// worker is full (the caller then refuses it).
     pub fn admit(&mut self, fd: ConnFd, now: Instant) -> Result<u64, ConnFd> {
-        WorkerStats::inc(&self.stats.accepted);
         if self.conns.len() >= self.max_conns {
             return Err(fd);
         }
@@ -237,7 +236,7 @@ impl Worker {
                 let since_ms = self.node_epoch + u64::from(since_s) * 1000;
                 let node = (self.config.node_id.as_str(), self.node_epoch);
                 let who = (identity.user_id.as_str(), identity.device_id.as_str(), identity.platform.as_str());
-                register(&self.registry, &self.stats, node, (id, since_ms), who, true);
+                register(&self.registry, &self.metrics, node, (id, since_ms), who, true);
                 let key = user_key(&identity.user_id);
                 conn.identity = Some(ConnIdentity {
                     user_id: identity.user_id.into_boxed_str(),
@@ -247,7 +246,6 @@ impl Worker {
                     rooms: None,
                 });
                 self.users.entry(key).or_default().insert(id);
-                WorkerStats::inc(&self.stats.authenticated);
                 self.metrics.auth_ok.increment(1);
                 if let Some(link) = Self::route_in(&self.ring, &mut self.links, identity_key(conn)) {
                     link.conn_opened(id, conn);
@@ -256,7 +254,6 @@ impl Worker {
                 self.announce_login(id);
             }
             Err((reason, message)) => {
-                WorkerStats::inc(&self.stats.auth_failed);
                 self.metrics.auth_failed(reason);
                 self.metrics.frame_out(FrameOut::AuthFail);
                 self.metrics.frame_out(FrameOut::Close);
@@ -267,7 +264,6 @@ impl Worker {
     }
 
     fn on_send(&mut self, id: u64, send: SendFrame) {
-        WorkerStats::inc(&self.stats.sends);
         self.metrics.sends.increment(1);
         let Some(conn) = self.conns.get_mut(&id) else { return };
         let key = send.route_key.as_deref().unwrap_or_else(|| identity_key(conn));
@@ -276,9 +272,6 @@ impl Worker {
             None => Err(ReasonCode::BACKEND_UNAVAILABLE),
         };
         if let Err(code) = result {
-            if code == ReasonCode::BACKEND_BUSY {
-                WorkerStats::inc(&self.stats.backend_busy);
-            }
             self.metrics.acked(code, None);
             self.metrics.frame_out(FrameOut::Ack);
             if let Some(ServerEvent::Closed { reason, .. }) = conn.session.ack(send.seq, code) {
@@ -293,7 +286,6 @@ impl Worker {
         let Some(conn) = self.conns.get_mut(&id) else { return false };
         match conn.session.push(payload) {
             Ok(_) => {
-                WorkerStats::inc(&self.stats.pushes);
                 self.metrics.frames_out_push.increment(1);
                 self.mark_dirty(id);
                 true
@@ -362,7 +354,7 @@ impl Worker {
             let node = (self.config.node_id.as_str(), self.node_epoch);
             let conn = (id, self.node_epoch + u64::from(identity.since_s) * 1000);
             let who = (&*identity.user_id, &*identity.device_id, identity.platform.as_str());
-            register(&self.registry, &self.stats, node, conn, who, false);
+            register(&self.registry, &self.metrics, node, conn, who, false);
             let key = user_key(&identity.user_id);
             if let Some(ids) = self.users.get_mut(&key) {
                 ids.remove(id);
@@ -656,7 +648,7 @@ pub(crate) struct BackendChange {
 /// waits: a full queue drops the update and counts it.
 fn register(
     registry: &Option<crate::registry::redis::RegistryTx>,
-    stats: &WorkerStats,
+    metrics: &crate::metrics::WorkerMetrics,
     (node_id, node_epoch): (&str, u64),
     (id, since_ms): (u64, u64),
     (user, device, platform): (&str, &str, &str),
@@ -677,8 +669,7 @@ fn register(
         crate::registry::RegistryOp::Del { user, device, location }
     };
     if registry.tx.try_send(op).is_err() {
-        WorkerStats::inc(&stats.registry_dropped);
-        metrics::counter!("ringgate_registry_dropped_total").increment(1);
+        metrics.registry_dropped.increment(1);
     }
 }
 

@@ -1,5 +1,6 @@
-//! Per-worker counters: each worker owns its own, so counting never contends. The admin
-//! side sums them. (The Prometheus exporter arrives with the operations issue.)
+//! Per-worker state the node reads back: open connections, closes by reason and links up
+//! (for `Gateway`, tests and readiness). Everything else is counted only in Prometheus
+//! metrics (`crate::metrics`). Each worker owns its own, so counting never contends.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -11,15 +12,6 @@ pub const REASON_BUCKETS: usize = 64;
 #[derive(Debug)]
 pub struct WorkerStats {
     pub active: AtomicU64,
-    pub accepted: AtomicU64,
-    pub authenticated: AtomicU64,
-    pub auth_failed: AtomicU64,
-    pub sends: AtomicU64,
-    pub pushes: AtomicU64,
-    pub accept_errors: AtomicU64,
-    pub backend_busy: AtomicU64,
-    /// Registry updates dropped because the control plane's queue was full.
-    pub registry_dropped: AtomicU64,
     /// Backend links currently up on this worker.
     pub links_up: AtomicU64,
     pub closed: [AtomicU64; REASON_BUCKETS],
@@ -29,14 +21,6 @@ impl Default for WorkerStats {
     fn default() -> Self {
         WorkerStats {
             active: AtomicU64::new(0),
-            accepted: AtomicU64::new(0),
-            authenticated: AtomicU64::new(0),
-            auth_failed: AtomicU64::new(0),
-            sends: AtomicU64::new(0),
-            pushes: AtomicU64::new(0),
-            accept_errors: AtomicU64::new(0),
-            backend_busy: AtomicU64::new(0),
-            registry_dropped: AtomicU64::new(0),
             links_up: AtomicU64::new(0),
             closed: std::array::from_fn(|_| AtomicU64::new(0)),
         }

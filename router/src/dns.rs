@@ -94,9 +94,9 @@ impl AddressSet {
         self.stats
     }
 
-    /// Time since the last answer that carried addresses, if there was one.
-    pub fn last_good_age(&self, now: Instant) -> Option<Duration> {
-        self.last_good.map(|t| now.saturating_duration_since(t))
+    /// When an answer last carried addresses, if one did.
+    pub fn last_good(&self) -> Option<Instant> {
+        self.last_good
     }
 
     /// Applies one resolution; returns the new set if the published set changed.
@@ -175,7 +175,7 @@ mod tests {
             assert_eq!(s.poll_timeout(), now + DnsConfig::default().retry);
         }
         assert_eq!(s.stats(), DnsStats { resolutions: 4, failures: 1, empty: 2 });
-        assert_eq!(s.last_good_age(t0 + Duration::from_secs(602)), Some(Duration::from_secs(602)));
+        assert_eq!(s.last_good(), Some(t0), "failures do not move the last good answer");
     }
 
     #[test]

@@ -119,7 +119,7 @@ pub fn run(
             if let Ok(mut s) = state.lock() {
                 s.stats = set.stats();
                 s.current = set.current();
-                s.last_good = set.last_good_age(std::time::Instant::now()).map(|age| std::time::Instant::now() - age);
+                s.last_good = set.last_good();
             }
             if let Some(addrs) = changed {
                 tracing::info!(name = %target.name, ?addrs, "backend set changed");

@@ -5,7 +5,6 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use ringgate::config::{AuthMode, BackendConfig, Discovery, IoDriver};
@@ -29,18 +28,12 @@ fn sum(metrics: &str, name: &str) -> f64 {
 
 #[test]
 fn link_metrics_and_readiness() {
-    let mut backend = Command::new(env!("CARGO_BIN_EXE_ringgate"))
-        .args(["reference-backend", "--listen", "127.0.0.1:0", "--id", "be"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (addr, _) = wait_log_field(&mut backend, "reference backend listening", "addr", "id").unwrap();
+    let (mut backend, addr) = spawn_reference_backend("127.0.0.1:0", "be", &[]);
     let mut config = support::config(IoDriver::Auto);
     config.auth = AuthMode::None;
     config.admin_listen = Some("127.0.0.1:0".parse().unwrap());
     config.backend = Some(BackendConfig {
-        discovery: Discovery::Static(vec![addr.parse().unwrap()]),
+        discovery: Discovery::Static(vec![addr]),
         window: 64,
         link_buffer: 1 << 20,
         connect_timeout: Duration::from_millis(500),
@@ -59,8 +52,7 @@ fn link_metrics_and_readiness() {
     assert_eq!(sum(&m, "ringgate_ring_size"), 2.0, "one backend, seen by each of 2 workers");
     assert_eq!(sum(&m, "ringgate_ready"), 1.0);
     // The backend dies: links go down, the node stops being ready.
-    backend.kill().unwrap();
-    backend.wait().unwrap();
+    backend.kill();
     assert!(eventually(Duration::from_secs(5), || sum(&scrape(admin), "ringgate_backend_links_up") == 0.0));
     assert_eq!(sum(&scrape(admin), "ringgate_ready"), 0.0);
 }

@@ -6,7 +6,6 @@ mod support;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ringgate::config::{AuthMode, Discovery, IoDriver};
@@ -18,35 +17,19 @@ use support::*;
 const T: Duration = Duration::from_secs(5);
 
 struct Backend {
-    child: Child,
+    process: ChildGuard,
     addr: SocketAddr,
     id: String,
 }
 
 impl Backend {
     fn spawn(listen: &str, id: &str) -> Backend {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ringgate"))
-            .args(["reference-backend", "--listen", listen, "--id", id])
-            .env("RINGGATE_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (addr, _) =
-            wait_log_field(&mut child, "reference backend listening", "addr", "id").expect("backend starts");
-        Backend { child, addr: addr.parse().unwrap(), id: id.to_owned() }
+        let (process, addr) = spawn_reference_backend(listen, id, &[]);
+        Backend { process, addr, id: id.to_owned() }
     }
 
     fn kill(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill();
     }
 }
 

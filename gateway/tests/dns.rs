@@ -5,7 +5,6 @@
 mod support;
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -82,24 +81,8 @@ impl Drop for DnsServer {
     }
 }
 
-struct Backend(Child);
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn backend(listen: &str, id: &str) -> (Backend, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ringgate"))
-        .args(["reference-backend", "--listen", listen, "--id", id])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (addr, _) = wait_log_field(&mut child, "reference backend listening", "addr", "id").unwrap();
-    (Backend(child), addr.parse().unwrap())
+fn backend(listen: &str, id: &str) -> (ChildGuard, SocketAddr) {
+    spawn_reference_backend(listen, id, &[])
 }
 
 /// Every client is served by the ring owner of its user among `addrs`.

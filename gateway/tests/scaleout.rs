@@ -7,7 +7,6 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use ringgate::Gateway;
@@ -20,24 +19,8 @@ use support::*;
 
 const T: Duration = Duration::from_secs(5);
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn reference_backend(id: &str, redis_url: &str) -> (Proc, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ringgate"))
-        .args(["reference-backend", "--listen", "127.0.0.1:0", "--id", id, "--redis", redis_url])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (addr, _) = wait_log_field(&mut child, "reference backend listening", "addr", "id").unwrap();
-    (Proc(child), addr.parse().unwrap())
+fn reference_backend(id: &str, redis_url: &str) -> (ChildGuard, SocketAddr) {
+    spawn_reference_backend("127.0.0.1:0", id, &["--redis", redis_url])
 }
 
 fn node(driver: IoDriver, id: &str, backends: &[SocketAddr], redis_url: &str) -> Gateway {
@@ -58,7 +41,7 @@ fn node(driver: IoDriver, id: &str, backends: &[SocketAddr], redis_url: &str) ->
 }
 
 /// Node B runs as a child process, so the test can kill it with SIGKILL.
-fn child_node(driver: IoDriver, dir: &Path, backends: &[SocketAddr], redis_url: &str) -> (Proc, SocketAddr) {
+fn child_node(driver: IoDriver, dir: &Path, backends: &[SocketAddr], redis_url: &str) -> (ChildGuard, SocketAddr) {
     let driver = if driver == IoDriver::Epoll { "epoll" } else { "io_uring" };
     let list = backends.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ");
     let path = dir.join("node-b.toml");
@@ -73,7 +56,7 @@ fn child_node(driver: IoDriver, dir: &Path, backends: &[SocketAddr], redis_url: 
     )
     .unwrap();
     let (child, addr) = spawn_gateway(&path);
-    (Proc(child), addr.parse().unwrap())
+    (ChildGuard(child), addr.parse().unwrap())
 }
 
 fn login_at(addr: SocketAddr, user: &str, device: &str) -> TestClient {

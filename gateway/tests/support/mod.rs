@@ -350,3 +350,33 @@ pub fn backend_config(discovery: ringgate::config::Discovery) -> ringgate::confi
         ping_interval: Duration::from_secs(5),
     }
 }
+
+/// A child process, killed and reaped when dropped.
+pub struct ChildGuard(pub Child);
+
+impl ChildGuard {
+    /// SIGKILL now, and wait for it.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `ringgate reference-backend --listen LISTEN --id ID EXTRA...`, once it listens.
+pub fn spawn_reference_backend(listen: &str, id: &str, extra: &[&str]) -> (ChildGuard, SocketAddr) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringgate"))
+        .args(["reference-backend", "--listen", listen, "--id", id])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the ringgate binary runs");
+    let (addr, _) = wait_log_field(&mut child, "reference backend listening", "addr", "id").expect("backend starts");
+    (ChildGuard(child), addr.parse().expect("a socket address"))
+}

@@ -51,8 +51,8 @@ pub(crate) struct Link {
     pending: HashMap<u64, (u64, u64, Instant)>,
     /// When a Ping was last queued (TCP links).
     last_ping: Option<Instant>,
-    /// Events dropped because the link was down or its buffer full.
-    pub events_dropped: u64,
+    /// Events dropped because the link was down or its buffer full (handle made once).
+    events_dropped: metrics::Counter,
 }
 
 impl Link {
@@ -84,7 +84,7 @@ impl Link {
             next_request: 0,
             pending: HashMap::new(),
             last_ping: None,
-            events_dropped: 0,
+            events_dropped: metrics::counter!("ringgate_link_events_dropped_total"),
         }
     }
 
@@ -123,7 +123,7 @@ impl Link {
     }
 
     /// When the last Ping went out, if one is outstanding (cleared by [`Link::set_down`]).
-    pub fn ping_sent(&mut self) -> Option<Instant> {
+    pub fn ping_sent(&self) -> Option<Instant> {
         self.last_ping
     }
 
@@ -224,7 +224,7 @@ impl Link {
     /// Sends a frame that may be dropped under overload (events, push results); counts drops.
     pub fn event(&mut self, frame: LinkFrame) {
         if self.send(frame).is_err() {
-            self.events_dropped += 1;
+            self.events_dropped.increment(1);
         }
     }
 }

@@ -24,6 +24,8 @@ const QUEUE: usize = 65_536;
 #[derive(Debug)]
 pub struct Gateway {
     local_addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
+    quic_addr: Option<SocketAddr>,
     driver: &'static str,
     inboxes: Vec<flume::Sender<WorkerMsg>>,
     workers: Vec<JoinHandle<()>>,
@@ -96,6 +98,24 @@ impl Gateway {
             }
             None => (None, None),
         };
+        let count = listeners.len();
+        let certs = match &config.tls {
+            Some(settings) if config.listen_tls.is_some() || config.listen_quic.is_some() => {
+                Some(load_certs(&config, settings).map_err(io::Error::other)?)
+            }
+            _ => None,
+        };
+        let mut tls_listeners = match config.listen_tls {
+            Some(addr) => crate::listener::bind_group(addr, count, 65_535)?.into_iter().map(Some).collect(),
+            None => Vec::new(),
+        };
+        let tls_addr =
+            tls_listeners.first().and_then(|l: &Option<std::net::TcpListener>| l.as_ref()?.local_addr().ok());
+        let mut quic_sockets = match config.listen_quic {
+            Some(addr) => crate::transport::quic::bind_group(addr, count)?.into_iter().map(Some).collect(),
+            None => Vec::new(),
+        };
+        let quic_addr = quic_sockets.first().and_then(|s: &Option<std::net::UdpSocket>| s.as_ref()?.local_addr().ok());
         let mut workers = Vec::new();
         let mut stats = Vec::new();
         let mut driver = "unknown";
@@ -106,6 +126,9 @@ impl Gateway {
                 index,
                 config: config.clone(),
                 listener,
+                tls_listener: tls_listeners.get_mut(index).and_then(Option::take),
+                quic_socket: quic_sockets.get_mut(index).and_then(Option::take),
+                certs: certs.as_ref().map(|(tls, quic)| worker::NewCerts { tls: tls.clone(), quic: quic.clone() }),
                 inbox,
                 peers: senders.clone(),
                 backends: backends.clone(),
@@ -124,7 +147,7 @@ impl Gateway {
             }
             workers.push(handle);
         }
-        tracing::info!(node = %config.node_id, %local_addr, driver, workers = workers.len(), "gateway started");
+        tracing::info!(node = %config.node_id, %local_addr, ?tls_addr, ?quic_addr, driver, workers = workers.len(), "gateway started");
         drop(backends);
         let discovery = match config.backend.as_ref().map(|b| &b.discovery) {
             Some(crate::config::Discovery::Dns(target)) => Some(start_discovery(target.clone(), senders.clone())?),
@@ -149,6 +172,8 @@ impl Gateway {
         };
         Ok(Gateway {
             local_addr,
+            tls_addr,
+            quic_addr,
             driver,
             inboxes: senders,
             workers,
@@ -167,6 +192,16 @@ impl Gateway {
     /// The address clients connect to.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The TLS listener's address, when it listens.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
+    }
+
+    /// The QUIC (UDP) address, when it listens.
+    pub fn quic_addr(&self) -> Option<SocketAddr> {
+        self.quic_addr
     }
 
     /// The io driver the workers run on: "io_uring" or "epoll".
@@ -209,9 +244,11 @@ impl Gateway {
         new.workers = current.workers;
         let old = current.clone();
         let mut restart = Vec::new();
-        let checks: [(&'static str, bool); 8] = [
+        let checks: [(&'static str, bool); 10] = [
             ("node.id", old.node_id != new.node_id),
             ("listen.tcp", old.listen_tcp != new.listen_tcp),
+            ("listen.tls", old.listen_tls != new.listen_tls),
+            ("listen.quic", old.listen_quic != new.listen_quic || old.quic != new.quic),
             ("listen.admin", old.admin_listen != new.admin_listen),
             (
                 "io",
@@ -225,6 +262,25 @@ impl Gateway {
         for (key, changed) in checks {
             if changed {
                 restart.push(key);
+            }
+        }
+        // Certificates are read again on every reload (renewals keep the same paths); a pair
+        // that does not load leaves the current one in place.
+        if (self.tls_addr.is_some() || self.quic_addr.is_some())
+            && let Some(settings) = &new.tls
+        {
+            match load_certs(&new, settings) {
+                Ok((tls, quic)) => {
+                    for inbox in &self.inboxes {
+                        let certs = worker::NewCerts { tls: tls.clone(), quic: quic.clone() };
+                        let _ = inbox.send(WorkerMsg::Certs(Box::new(certs)));
+                    }
+                    tracing::info!(cert = %settings.cert.display(), "certificates reloaded");
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "certificate reload failed; the current certificate stays");
+                    restart.push("tls (certificate reload failed, see the error above)");
+                }
             }
         }
         let new = Arc::new(new);
@@ -348,6 +404,25 @@ impl Gateway {
             }
         }
     }
+}
+
+/// The TLS configuration and, when QUIC listens, the QUIC server configuration.
+fn load_certs(
+    config: &Config,
+    settings: &crate::transport::tls::TlsSettings,
+) -> Result<(Arc<rustls::ServerConfig>, Option<compio_quic::ServerConfig>), String> {
+    let certs = crate::transport::tls::Certs::load(settings)?;
+    let quic = match config.listen_quic {
+        Some(_) => {
+            let idle = config.session.heartbeat_interval * config.session.idle_multiple;
+            let server =
+                crate::transport::quic::server_config(&certs, &config.quic, idle, config.session.max_frame_len)
+                    .map_err(|e| e.to_string())?;
+            Some(server)
+        }
+        None => None,
+    };
+    Ok((certs.tcp, quic))
 }
 
 fn start_admin(addr: SocketAddr, view: crate::control::admin::AdminView) -> io::Result<Admin> {

@@ -11,6 +11,7 @@ pub mod listener;
 pub mod metrics;
 pub mod registry;
 pub mod runtime;
+pub mod transport;
 pub mod worker;
 
 pub use config::Config;

@@ -59,6 +59,16 @@ enum Command {
     },
     /// Check a config file; prints every problem and exits non-zero if there is one.
     CheckConfig { file: PathBuf },
+    /// Write a self-signed certificate and key (PEM) for trials and tests; production uses a
+    /// certificate from your CA.
+    Cert {
+        /// Directory to write cert.pem and key.pem into.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+        /// Names the certificate is for.
+        #[arg(long = "name", default_values_t = ["localhost".to_owned()])]
+        names: Vec<String>,
+    },
     /// Mint a signed client token with a key from a config file (for testing).
     Token {
         #[arg(long, short)]
@@ -148,8 +158,19 @@ fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             Ok(())
         }
         Command::CheckConfig { file } => {
-            Config::load(&file)?;
+            let config = Config::load(&file)?;
+            if let Some(settings) = &config.tls {
+                ringgate::transport::tls::Certs::load(settings)?;
+            }
             println!("{}: ok", file.display());
+            Ok(())
+        }
+        Command::Cert { out, names } => {
+            let (cert, key) = ringgate::transport::tls::self_signed(&names)?;
+            std::fs::create_dir_all(&out)?;
+            std::fs::write(out.join("cert.pem"), cert)?;
+            std::fs::write(out.join("key.pem"), key)?;
+            println!("wrote {0}/cert.pem and {0}/key.pem for {names:?}", out.display());
             Ok(())
         }
         Command::Token { config, user, device, platform, kid, ttl } => {

@@ -81,8 +81,15 @@ impl FrameOut {
 /// One worker's metric handles.
 #[derive(Debug, Clone)]
 pub struct WorkerMetrics {
-    pub accepted: Counter,
-    pub active: Gauge,
+    /// By transport, indexed by [`crate::worker::Transport`].
+    pub accepted: [Counter; 3],
+    pub active: [Gauge; 3],
+    /// TLS handshakes or records that failed (wrong ALPN, plain text on the TLS port, ...).
+    pub tls_failed: Counter,
+    /// QUIC connection attempts refused (worker full, draining, too many handshakes).
+    pub quic_refused: Counter,
+    /// QUIC handshakes that failed or did not open their stream in time.
+    pub quic_failed: Counter,
     pub auth_ok: Counter,
     /// Indexed by reason code value (codes are below [`CODES`]): O(1) on the hot path.
     closed: Vec<Option<Counter>>,
@@ -121,8 +128,14 @@ impl WorkerMetrics {
             table
         };
         WorkerMetrics {
-            accepted: counter!("ringgate_connections_accepted_total", "worker" => w.clone(), "transport" => "tcp"),
-            active: gauge!("ringgate_connections_active", "worker" => w.clone(), "transport" => "tcp"),
+            accepted: crate::worker::Transport::ALL.map(
+                |t| counter!("ringgate_connections_accepted_total", "worker" => w.clone(), "transport" => t.name()),
+            ),
+            active: crate::worker::Transport::ALL
+                .map(|t| gauge!("ringgate_connections_active", "worker" => w.clone(), "transport" => t.name())),
+            tls_failed: counter!("ringgate_tls_failures_total", "worker" => w.clone()),
+            quic_refused: counter!("ringgate_quic_refused_total", "worker" => w.clone()),
+            quic_failed: counter!("ringgate_quic_handshake_failures_total", "worker" => w.clone()),
             auth_ok: counter!("ringgate_auth_total", "worker" => w.clone(), "result" => "ok"),
             closed: by_reason("ringgate_connections_closed_total", "reason"),
             auth_fail: by_reason("ringgate_auth_total", "result"),

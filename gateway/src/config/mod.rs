@@ -113,6 +113,13 @@ pub struct Config {
     /// tracing filter, like "info" or "ringgate=debug,info" (RINGGATE_LOG overrides).
     pub log_level: String,
     pub drain: DrainConfig,
+    /// A TLS listener beside the plain one (`listen.tls`).
+    pub listen_tls: Option<SocketAddr>,
+    /// A QUIC (UDP) listener (`listen.quic`).
+    pub listen_quic: Option<SocketAddr>,
+    /// Certificate and key for TLS and QUIC; required when either listens.
+    pub tls: Option<crate::transport::tls::TlsSettings>,
+    pub quic: crate::transport::quic::QuicSettings,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -128,6 +135,25 @@ struct Raw {
     redis: Option<RawRedis>,
     drain: RawDrain,
     log: RawLog,
+    tls: Option<RawTls>,
+    quic: RawQuic,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawTls {
+    cert: Option<Value>,
+    key: Option<Value>,
+    versions: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawQuic {
+    stateless_reset_key: Option<Value>,
+    receive_window: Option<Value>,
+    send_window: Option<Value>,
+    max_handshakes: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -190,6 +216,8 @@ struct RawNode {
 struct RawListen {
     tcp: Option<Value>,
     admin: Option<Value>,
+    tls: Option<Value>,
+    quic: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -283,7 +311,24 @@ impl Config {
             x.invalid("limits.max_outbound_bytes", "must be at least limits.max_frame_len");
         }
         let listen_tcp = x.get("listen.tcp", raw.listen.tcp, SocketAddr::from(([0, 0, 0, 0], 7000)), socket_addr);
+        let listen_tls = raw.listen.tls.and_then(|v| x.get("listen.tls", Some(v), None, |v| socket_addr(v).map(Some)));
+        let listen_quic =
+            raw.listen.quic.and_then(|v| x.get("listen.quic", Some(v), None, |v| socket_addr(v).map(Some)));
+        let tls = raw.tls.map(|t| tls(t, x));
+        if tls.is_none() && (listen_tls.is_some() || listen_quic.is_some()) {
+            x.invalid("tls", "listen.tls and listen.quic need [tls] cert = \"chain.pem\" and key = \"key.pem\"");
+        }
+        if listen_quic.is_some() && workers > 256 {
+            x.invalid(
+                "io.workers",
+                "at most 256 workers with QUIC (the worker index is one byte of the connection ID)",
+            );
+        }
         Config {
+            listen_tls,
+            listen_quic,
+            tls,
+            quic: quic(raw.quic, x),
             node_id: x.get("node.id", raw.node.id, default_node_id(), node_id),
             advertise: x.get("node.advertise", raw.node.advertise, listen_tcp.to_string(), non_empty_string),
             listen_tcp,
@@ -480,6 +525,59 @@ fn redis(raw: RawRedis, x: &mut Extract) -> crate::registry::redis::RedisTarget 
         ),
         fail_open: x.get("redis.fail_open", raw.fail_open, true, boolean),
         queue: x.get("redis.queue", raw.queue, 100_000, int_in(1, 100_000_000)) as usize,
+    }
+}
+
+fn tls(raw: RawTls, x: &mut Extract) -> crate::transport::tls::TlsSettings {
+    use crate::transport::tls::{TlsSettings, TlsVersions};
+    let path = |x: &mut Extract, key: &str, v| std::path::PathBuf::from(x.get(key, v, String::new(), non_empty_string));
+    if raw.cert.is_none() || raw.key.is_none() {
+        x.invalid("tls", "needs both cert (the PEM chain) and key (the PEM private key)");
+    }
+    TlsSettings {
+        cert: path(x, "tls.cert", raw.cert),
+        key: path(x, "tls.key", raw.key),
+        versions: x.get("tls.versions", raw.versions, TlsVersions::Tls13, |v| {
+            let list = v
+                .as_array()
+                .ok_or_else(|| format!("expected [\"1.3\"] or [\"1.2\", \"1.3\"], found {}", v.type_str()))?;
+            let mut names: Vec<String> = list.iter().map(string).collect::<Result<_, _>>()?;
+            names.sort();
+            match names.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+                ["1.3"] => Ok(TlsVersions::Tls13),
+                ["1.2", "1.3"] => Ok(TlsVersions::Tls12And13),
+                _ => Err(format!("{names:?}: supported are [\"1.3\"] and [\"1.2\", \"1.3\"]")),
+            }
+        }),
+    }
+}
+
+fn quic(raw: RawQuic, x: &mut Extract) -> crate::transport::quic::QuicSettings {
+    let defaults = crate::transport::quic::QuicSettings::default();
+    crate::transport::quic::QuicSettings {
+        reset_key: raw.stateless_reset_key.and_then(|v| {
+            x.get("quic.stateless_reset_key", Some(v), None, |v| {
+                let key = string(v)?;
+                if key.len() < 32 {
+                    return Err("must be at least 32 bytes, and the same on every node".into());
+                }
+                Ok(Some(key.into_bytes()))
+            })
+        }),
+        receive_window: x.get(
+            "quic.receive_window",
+            raw.receive_window,
+            i64::from(defaults.receive_window),
+            int_in(4096, 1 << 30),
+        ) as u32,
+        send_window: x.get("quic.send_window", raw.send_window, i64::from(defaults.send_window), int_in(4096, 1 << 30))
+            as u32,
+        max_handshakes: x.get(
+            "quic.max_handshakes",
+            raw.max_handshakes,
+            defaults.max_handshakes as i64,
+            int_in(1, 1 << 20),
+        ) as usize,
     }
 }
 

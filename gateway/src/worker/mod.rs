@@ -2,7 +2,7 @@
 //! and backend link. Workers talk to each other and to the control plane only through
 //! bounded channels.
 
-mod conn;
+pub(crate) mod conn;
 mod downstream;
 pub(crate) mod link;
 pub(crate) mod state;
@@ -30,6 +30,26 @@ use self::state::Worker;
 use self::stats::WorkerStats;
 use crate::config::Config;
 
+/// How a client connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Tcp = 0,
+    Tls = 1,
+    Quic = 2,
+}
+
+impl Transport {
+    pub const ALL: [Transport; 3] = [Transport::Tcp, Transport::Tls, Transport::Quic];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+            Transport::Quic => "quic",
+        }
+    }
+}
+
 /// Messages a worker receives on its inbox.
 #[derive(Debug)]
 pub enum WorkerMsg {
@@ -53,8 +73,17 @@ pub enum WorkerMsg {
     GoAway { quota: usize, frame: Arc<ringgate_codec::client::GoAway> },
     /// A reloaded config: limits, auth keys and policy apply to connections from now on.
     Reload(Arc<Config>),
+    /// Reloaded certificates: TLS handshakes and QUIC connections from now on use them.
+    Certs(Box<NewCerts>),
     /// Close every connection with `server_shutdown` and stop.
     Shutdown,
+}
+
+/// What a certificate reload hands each worker.
+#[derive(Debug)]
+pub struct NewCerts {
+    pub tls: Arc<rustls::ServerConfig>,
+    pub quic: Option<compio_quic::ServerConfig>,
 }
 
 /// Everything a worker thread starts from.
@@ -62,6 +91,10 @@ pub(crate) struct WorkerSetup {
     pub index: usize,
     pub config: Arc<Config>,
     pub listener: std::net::TcpListener,
+    pub tls_listener: Option<std::net::TcpListener>,
+    pub quic_socket: Option<std::net::UdpSocket>,
+    /// The TLS and QUIC configurations, when either listens.
+    pub certs: Option<NewCerts>,
     pub inbox: flume::Receiver<WorkerMsg>,
     pub peers: Vec<flume::Sender<WorkerMsg>>,
     pub backends: Backends,
@@ -108,17 +141,39 @@ pub(crate) fn run(setup: WorkerSetup, started: std::sync::mpsc::Sender<io::Resul
         let mut w = Worker::new(setup.index, setup.config.clone(), initial, setup.peers, setup.stats);
         w.node_epoch = setup.node_epoch;
         w.registry = setup.registry;
+        w.tls_config = setup.certs.as_ref().map(|c| c.tls.clone());
         let worker = Rc::new(RefCell::new(w));
         if let Some(addrs) = links.static_addrs() {
             links.apply(&worker, &addrs);
         }
-        let mut accept = Some(compio::runtime::spawn(accept_loop(worker.clone(), listener)));
+        let mut accepting = Accepting { tasks: Vec::new(), quic: None, draining: false };
+        accepting.tasks.push(compio::runtime::spawn(accept_loop(worker.clone(), listener, false)));
+        if let Some(tls) = setup.tls_listener {
+            match TcpListener::from_std(tls) {
+                Ok(l) => accepting.tasks.push(compio::runtime::spawn(accept_loop(worker.clone(), l, true))),
+                Err(e) => tracing::error!(error = %e, "tls listener unusable"),
+            }
+        }
+        if let (Some(socket), Some(server)) = (setup.quic_socket, setup.certs.and_then(|c| c.quic)) {
+            match quic_endpoint(&setup.config, setup.index, socket, server) {
+                Ok(endpoint) => {
+                    accepting.tasks.push(compio::runtime::spawn(quic_accept_loop(worker.clone(), endpoint.clone())));
+                    accepting.quic = Some(endpoint);
+                }
+                Err(e) => tracing::error!(error = %e, "quic endpoint unusable"),
+            }
+        }
         let ticks = compio::runtime::spawn(tick_loop(worker.clone()));
-        inbox_loop(worker.clone(), setup.inbox, &mut links, &mut accept).await;
-        drop(accept);
+        inbox_loop(worker.clone(), setup.inbox, &mut links, &mut accepting).await;
+        accepting.tasks.clear();
         drop(ticks);
         drop(links);
         worker.borrow_mut().close_all(ReasonCode::SERVER_SHUTDOWN);
+        // QUIC closes wait for the client to have the Close frame; give them a moment.
+        if let Some(endpoint) = accepting.quic.take() {
+            endpoint.set_server_config(None);
+            let _ = compio::time::timeout(std::time::Duration::from_secs(2), endpoint.shutdown()).await;
+        }
     });
 }
 
@@ -168,7 +223,102 @@ impl LinkTasks {
     }
 }
 
-async fn accept_loop(worker: Rc<RefCell<Worker>>, listener: TcpListener) {
+/// A worker's accepting side: its accept tasks and its QUIC endpoint.
+struct Accepting {
+    tasks: Vec<JoinHandle<()>>,
+    quic: Option<compio_quic::Endpoint>,
+    /// Draining: certificate reloads must not re-open the QUIC endpoint.
+    draining: bool,
+}
+
+impl Accepting {
+    fn stop(&mut self) {
+        self.draining = true;
+        // Dropping the accept tasks closes the listening sockets; the QUIC endpoint stays for
+        // the established connections and refuses new ones.
+        self.tasks.clear();
+        if let Some(endpoint) = &self.quic {
+            endpoint.set_server_config(None);
+        }
+    }
+
+    fn reload(&mut self, worker: &Rc<RefCell<Worker>>, certs: NewCerts) {
+        worker.borrow_mut().tls_config = Some(certs.tls);
+        if let (Some(endpoint), Some(server), false) = (&self.quic, certs.quic, self.draining) {
+            endpoint.set_server_config(Some(server));
+        }
+    }
+}
+
+/// The worker's QUIC endpoint on its socket of the group.
+fn quic_endpoint(
+    config: &Config,
+    index: usize,
+    socket: std::net::UdpSocket,
+    server: compio_quic::ServerConfig,
+) -> io::Result<compio_quic::Endpoint> {
+    let socket = compio::net::UdpSocket::from_std(socket)?;
+    let key = crate::transport::quic::reset_key(&config.quic);
+    let endpoint_config = crate::transport::quic::endpoint_config(index, &key);
+    compio_quic::Endpoint::new(socket, endpoint_config, Some(server), None)
+}
+
+/// Accepts QUIC connections: each completes its handshake and opens its stream in a task of
+/// its own, within the auth timeout, and then becomes a connection of the worker like any.
+async fn quic_accept_loop(worker: Rc<RefCell<Worker>>, endpoint: compio_quic::Endpoint) {
+    let handshaking = Rc::new(std::cell::Cell::new(0usize));
+    while let Some(incoming) = endpoint.wait_incoming().await {
+        let refuse = {
+            let w = worker.borrow();
+            w.is_full() || handshaking.get() >= w.config.quic.max_handshakes
+        };
+        if refuse {
+            worker.borrow().metrics.quic_refused.increment(1);
+            incoming.refuse();
+            continue;
+        }
+        compio::runtime::spawn(quic_handshake(worker.clone(), incoming, handshaking.clone())).detach();
+    }
+}
+
+async fn quic_handshake(
+    worker: Rc<RefCell<Worker>>,
+    incoming: compio_quic::Incoming,
+    handshaking: Rc<std::cell::Cell<usize>>,
+) {
+    handshaking.set(handshaking.get() + 1);
+    let limit = worker.borrow().config.session.auth_timeout;
+    let opened = compio::time::timeout(limit, async {
+        let conn = incoming.accept()?.await?;
+        let (send, recv) = conn.accept_bi().await?;
+        Ok::<_, compio_quic::ConnectionError>((conn, send, recv))
+    })
+    .await;
+    handshaking.set(handshaking.get().saturating_sub(1));
+    let (conn, send, recv) = match opened {
+        Ok(Ok(opened)) => opened,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "quic handshake failed");
+            worker.borrow().metrics.quic_failed.increment(1);
+            return;
+        }
+        Err(_) => {
+            worker.borrow().metrics.quic_failed.increment(1);
+            return;
+        }
+    };
+    let io = conn::Io::Quic(Box::new(conn::QuicIo { conn, send, recv, pending: bytes::Bytes::new() }));
+    let admitted = worker.borrow_mut().admit(io, Instant::now());
+    match admitted {
+        Ok(id) => compio::runtime::spawn(conn::run(worker.clone(), id)).detach(),
+        Err(conn::Io::Quic(quic)) => {
+            quic.conn.close(compio_quic::VarInt::from_u32(ReasonCode::SERVER_OVERLOADED.0), b"");
+        }
+        Err(_) => {}
+    }
+}
+
+async fn accept_loop(worker: Rc<RefCell<Worker>>, listener: TcpListener, tls: bool) {
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _peer)) => stream,
@@ -183,10 +333,19 @@ async fn accept_loop(worker: Rc<RefCell<Worker>>, listener: TcpListener) {
         let Ok(fd) = stream.into_poll_fd() else { continue };
         let _ = fd.set_nonblocking(true);
         let _ = fd.set_tcp_nodelay(true);
-        let admitted = worker.borrow_mut().admit(fd, Instant::now());
+        let io = if tls {
+            let config = worker.borrow().tls_config.clone();
+            let Some(Ok(session)) = config.map(rustls::ServerConnection::new) else { continue };
+            conn::Io::Tls(Box::new(conn::TlsIo { fd, tls: session }))
+        } else {
+            conn::Io::Tcp(fd)
+        };
+        let admitted = worker.borrow_mut().admit(io, Instant::now());
         match admitted {
             Ok(id) => compio::runtime::spawn(conn::run(worker.clone(), id)).detach(),
-            Err(fd) => refuse(&fd),
+            // A full node tells plain TCP clients why; a TLS client just sees the close.
+            Err(conn::Io::Tcp(fd)) => refuse(&fd),
+            Err(_) => {}
         }
     }
 }
@@ -214,7 +373,7 @@ async fn inbox_loop(
     worker: Rc<RefCell<Worker>>,
     inbox: flume::Receiver<WorkerMsg>,
     links: &mut LinkTasks,
-    accept: &mut Option<JoinHandle<()>>,
+    accepting: &mut Accepting,
 ) {
     while let Ok(msg) = inbox.recv_async().await {
         let mut next = Some(msg);
@@ -228,8 +387,8 @@ async fn inbox_loop(
                     worker.borrow_mut().displace(&user, &device, platform, except)
                 }
                 WorkerMsg::Backends(addrs) => links.apply(&worker, &addrs),
-                // Dropping the accept task drops (closes) the listening socket.
-                WorkerMsg::StopAccepting => drop(accept.take()),
+                WorkerMsg::StopAccepting => accepting.stop(),
+                WorkerMsg::Certs(certs) => accepting.reload(&worker, *certs),
                 WorkerMsg::GoAway { quota, frame } => worker.borrow_mut().go_away(quota, &frame),
                 WorkerMsg::Reload(config) => worker.borrow_mut().reload(config),
                 WorkerMsg::Shutdown => return,

@@ -4,6 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::{Context, Waker};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ringgate_codec::ReasonCode;
@@ -11,7 +12,7 @@ use ringgate_codec::client::{Auth, AuthOk, PROTOCOL_VERSION, SendFrame};
 use ringgate_codec::session::{ServerEvent, ServerSession};
 
 use super::WorkerMsg;
-use super::conn::{Conn, ConnFd, ConnIdentity, ConnIds, ReadOutcome, user_key};
+use super::conn::{Conn, ConnIdentity, ConnIds, Io, ReadOutcome, user_key};
 use super::link::Link;
 use super::stats::WorkerStats;
 use super::timer::TimerWheel;
@@ -59,6 +60,8 @@ pub(crate) struct Worker {
     /// Prometheus handles, created once for this worker.
     pub metrics: crate::metrics::WorkerMetrics,
     pub max_conns: usize,
+    /// The TLS listener's configuration (replaced on a certificate reload).
+    pub tls_config: Option<Arc<rustls::ServerConfig>>,
     pub push_tallies: HashMap<u64, PushTally>,
     /// Draining: connections not told yet (taken on the first GoAway message).
     drain_queue: Option<Vec<u64>>,
@@ -85,6 +88,7 @@ impl Worker {
             index,
             metrics: crate::metrics::WorkerMetrics::new(index),
             max_conns: config.max_connections.div_ceil(workers),
+            tls_config: None,
             push_tallies: HashMap::new(),
             drain_queue: None,
             node_epoch: 0,
@@ -106,11 +110,16 @@ impl Worker {
         }
     }
 
+    /// Whether the worker holds as many connections as it may.
+    pub fn is_full(&self) -> bool {
+        self.conns.len() >= self.max_conns
+    }
+
     /// Registers an accepted socket and returns its id; gives the socket back when the
     /// worker is full (the caller then refuses it).
-    pub fn admit(&mut self, fd: ConnFd, now: Instant) -> Result<u64, ConnFd> {
+    pub fn admit(&mut self, io: Io, now: Instant) -> Result<u64, Io> {
         if self.conns.len() >= self.max_conns {
-            return Err(fd);
+            return Err(io);
         }
         self.next_conn += 1;
         let id = ((self.index as u64 + 1) << WORKER_SHIFT) | self.next_conn;
@@ -118,41 +127,42 @@ impl Worker {
         if let Some(deadline) = session.poll_timeout() {
             self.timers.arm(id, deadline);
         }
-        self.conns.insert(id, Box::new(Conn::new(session, fd)));
+        self.conns.insert(id, Box::new(Conn::new(session, io)));
         WorkerStats::inc(&self.stats.active);
-        self.metrics.accepted.increment(1);
-        self.metrics.active.increment(1.0);
+        let transport = self.conns.get(&id).map_or(0, |c| c.io.transport() as usize);
+        self.metrics.accepted[transport].increment(1);
+        self.metrics.active[transport].increment(1.0);
         Ok(id)
     }
 
-    /// The socket of `id` is readable: read everything available and act on it.
-    pub fn on_readable(&mut self, id: u64) {
+    /// The transport of `id` is readable: read everything available and act on it. A QUIC
+    /// stream registers `cx` once it has nothing more.
+    pub fn on_readable(&mut self, id: u64, cx: &mut Context<'_>) {
         let now = Instant::now();
         loop {
             let Some(conn) = self.conns.get_mut(&id) else { return };
-            match conn.read_into(&mut self.read_buf) {
+            match conn.read_into(&mut self.read_buf, cx) {
                 ReadOutcome::Data(n) => {
                     self.metrics.bytes_in.increment(n as u64);
                     self.process_input(id, now)
                 }
                 ReadOutcome::WouldBlock => break,
                 ReadOutcome::Gone => return self.on_socket_gone(id),
+                ReadOutcome::TlsFailed => {
+                    self.metrics.tls_failed.increment(1);
+                    return self.on_socket_gone(id);
+                }
             }
         }
         if let Some(conn) = self.conns.get_mut(&id) {
             conn.trim();
             // Frames the session answered by itself (Pongs, too-many-in-flight Acks) raise no
-            // event but still need writing.
-            if !conn.session.output().is_empty() {
+            // event but still need writing, and so do TLS handshake records.
+            if !conn.session.output().is_empty() || conn.tls_wants_write() {
                 self.dirty.push(id);
             }
         }
         self.flush_dirty();
-    }
-
-    /// The socket of `id` can take more output.
-    pub fn on_writable(&mut self, id: u64) {
-        self.flush_conn(id);
     }
 
     /// The peer closed or the socket failed: drop the connection without a Close frame.
@@ -335,20 +345,16 @@ impl Worker {
     /// The session of `id` has ended: write what the socket takes now, then let go.
     fn end(&mut self, id: u64, reason: ReasonCode) {
         if let Some(conn) = self.conns.get_mut(&id) {
-            let _ = conn.flush();
+            let _ = conn.flush(&mut Context::from_waker(Waker::noop()));
         }
         self.finish(id, reason);
     }
 
     fn finish(&mut self, id: u64, reason: ReasonCode) {
         let Some(mut conn) = self.conns.remove(&id) else { return };
-        // Shut the socket down before letting go: a pending readiness op then completes at
-        // once, so the fd is released even if cancelling that op is delayed (thousands of
-        // timeouts in one tick can outrun the ring), and the peer gets its FIN immediately.
-        let _ = conn.fd.shutdown(std::net::Shutdown::Both);
         self.stats.active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         self.stats.closed_with(reason);
-        self.metrics.active.decrement(1.0);
+        self.metrics.active[conn.io.transport() as usize].decrement(1.0);
         self.metrics.closed(reason);
         if let Some(identity) = conn.identity.take() {
             let node = (self.config.node_id.as_str(), self.node_epoch);
@@ -370,6 +376,7 @@ impl Worker {
             }
         }
         conn.wake();
+        crate::transport::close(conn.io, reason);
     }
 
     pub fn join_room(&mut self, id: u64, room: &str) {
@@ -569,16 +576,20 @@ impl Worker {
     /// connection however many frames it got.
     pub fn flush_dirty(&mut self) {
         let mut dirty = std::mem::take(&mut self.dirty);
+        let mut cx = Context::from_waker(Waker::noop());
         for id in dirty.drain(..) {
-            self.flush_conn(id);
+            self.flush_conn(id, &mut cx);
         }
         self.dirty = dirty;
     }
 
-    fn flush_conn(&mut self, id: u64) {
+    /// Writes out `id`'s pending output. Outside the connection's own task `cx` is a no-op
+    /// context; when the transport is then full, `want_write` changes and the task is woken
+    /// to wait with its own.
+    pub fn flush_conn(&mut self, id: u64, cx: &mut Context<'_>) {
         let Some(conn) = self.conns.get_mut(&id) else { return };
         let was_blocked = conn.want_write;
-        let written = conn.flush();
+        let written = conn.flush(cx);
         if let Ok(n) = written {
             self.metrics.bytes_out.increment(n as u64);
         }

@@ -17,16 +17,24 @@ pub struct GatewayChild {
 impl GatewayChild {
     /// Starts `binary run` with `driver` and `workers`, auth off, on an ephemeral loopback
     /// port; Sends go to `backend` over TCP links, or to the embedded backend when `None`.
-    pub fn spawn(binary: &Path, driver: &str, workers: usize, backend: Option<SocketAddr>) -> io::Result<GatewayChild> {
-        let config = std::env::temp_dir().join(format!("ringgate-bench-{}-{driver}.toml", std::process::id()));
-        std::fs::write(
-            &config,
-            format!(
-                "[listen]\ntcp = \"127.0.0.1:0\"\n[io]\ndriver = \"{driver}\"\nworkers = {workers}\n\
-                 [limits]\nmax_in_flight = 256\n[auth]\nmode = \"none\"\n{}",
-                backend.map(|b| format!("[backend]\naddresses = [\"{b}\"]\nwindow = 16384\n")).unwrap_or_default()
-            ),
-        )?;
+    pub fn spawn(binary: &Path, driver: &str, workers: usize, backends: &[SocketAddr]) -> io::Result<GatewayChild> {
+        let backend = if backends.is_empty() {
+            String::new()
+        } else {
+            let list: Vec<String> = backends.iter().map(|b| format!("\"{b}\"")).collect();
+            format!("[backend]\naddresses = [{}]\nwindow = 16384\n", list.join(", "))
+        };
+        let text = format!(
+            "[listen]\ntcp = \"127.0.0.1:0\"\n[io]\ndriver = \"{driver}\"\nworkers = {workers}\n\
+             [limits]\nmax_in_flight = 256\n[auth]\nmode = \"none\"\n{backend}"
+        );
+        GatewayChild::start(binary, driver, &text)
+    }
+
+    /// Starts `binary run` with the config `text` (named `name` in the temp directory).
+    pub fn start(binary: &Path, name: &str, text: &str) -> io::Result<GatewayChild> {
+        let config = std::env::temp_dir().join(format!("ringgate-bench-{}-{name}.toml", std::process::id()));
+        std::fs::write(&config, text)?;
         let mut child = Command::new(binary)
             .args(["run", "--config"])
             .arg(&config)
@@ -42,6 +50,12 @@ impl GatewayChild {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// Sends `signal` (SIGTERM drains, SIGKILL kills).
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+    }
 }
 
 /// A reference backend child (`ringgate reference-backend`); killed on drop.
@@ -53,8 +67,14 @@ pub struct BackendChild {
 
 impl BackendChild {
     pub fn spawn(binary: &Path) -> io::Result<BackendChild> {
+        BackendChild::spawn_with(binary, &[])
+    }
+
+    /// A reference backend with extra arguments (like `--redis URL`).
+    pub fn spawn_with(binary: &Path, extra: &[&str]) -> io::Result<BackendChild> {
         let mut child = Command::new(binary)
             .args(["reference-backend", "--listen", "127.0.0.1:0", "--id", "bench", "--window", "16384"])
+            .args(extra)
             .env("RINGGATE_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -62,6 +82,43 @@ impl BackendChild {
         let (addr, _) = wait_for_line(&mut child, "reference backend listening")?;
         let addr = addr.and_then(|a| a.parse().ok()).ok_or_else(|| io::Error::other("no addr in log"))?;
         Ok(BackendChild { child, addr })
+    }
+}
+
+impl BackendChild {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+/// A client-protocol echo server (`ringgate-bench echo-server`), this binary as a child.
+#[derive(Debug)]
+pub struct EchoChild {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl EchoChild {
+    pub fn spawn(threads: usize) -> io::Result<EchoChild> {
+        let mut child = Command::new(std::env::current_exe()?)
+            .args(["echo-server", "--listen", "127.0.0.1:0", "--threads", &threads.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let (addr, _) = wait_for_line(&mut child, "echo server listening")?;
+        let addr = addr.and_then(|a| a.parse().ok()).ok_or_else(|| io::Error::other("no addr in log"))?;
+        Ok(EchoChild { child, addr })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for EchoChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

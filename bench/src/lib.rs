@@ -1,11 +1,17 @@
-//! ringgate-bench: the load generator (and, with the backend-pool work, the reference
-//! backend binary). The binary is `ringgate-bench`; see `bench/README.md`.
+//! ringgate-bench: the load generator and benchmark suite. The binary is `ringgate-bench`;
+//! see `bench/README.md` for the method and the latest figures.
 
+pub mod cluster;
+pub mod compare;
 pub mod conn;
-pub mod drivers;
+pub mod control;
+pub mod echo_server;
+pub mod fleet;
 pub mod gateway;
 pub mod procinfo;
 pub mod registry;
 pub mod ring;
 pub mod run;
+pub mod scenarios;
 pub mod stats;
+pub mod transport;

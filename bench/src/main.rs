@@ -1,18 +1,19 @@
-//! `ringgate-bench`: load generator for ringgate.
+//! `ringgate-bench`: load generator and benchmark suite for ringgate.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use ringgate_bench::conn::Workload;
-use ringgate_bench::drivers::{self, DriversArgs};
-use ringgate_bench::procinfo;
-use ringgate_bench::run::{self, Plan};
-use ringgate_codec::session::ClientConfig;
+use ringgate_bench::compare::{self, CompareArgs};
+use ringgate_bench::gateway::GatewayChild;
+use ringgate_bench::scenarios::{self, LoadArgs, PushMode, StormMode};
+use ringgate_bench::{cluster, control, fleet};
+use serde_json::Value;
 
 #[derive(Parser)]
-#[command(name = "ringgate-bench", about = "Load generator for ringgate")]
+#[command(name = "ringgate-bench", about = "Load generator and benchmark suite for ringgate")]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -20,45 +21,84 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Open N authenticated connections and hold them with heartbeats.
+    /// Open N authenticated connections at a rate, hold them with heartbeats; report the
+    /// connect rate, failures by reason and (with --gateway-pid) memory per connection.
     Idle {
-        #[arg(long)]
-        addr: SocketAddr,
-        #[arg(long, default_value_t = 1000)]
-        connections: usize,
-        /// Connections per second (0 = as fast as possible).
-        #[arg(long, default_value_t = 0)]
-        rate: u64,
-        /// Seconds to hold.
+        #[command(flatten)]
+        load: LoadArgs,
+        /// Seconds to hold once the ramp-up is done.
         #[arg(long, default_value_t = 10)]
         hold: u64,
-        #[arg(long, default_value_t = 2)]
-        threads: usize,
-        #[arg(long, default_value_t = 64)]
-        sources: usize,
-        /// Gateway pid: report its memory per connection.
-        #[arg(long)]
-        gateway_pid: Option<u32>,
+        /// Gateway process(es) whose memory to measure; repeat for several nodes.
+        #[arg(long = "gateway-pid")]
+        pids: Vec<u32>,
     },
-    /// N connections with K Sends in flight each; report Acked Sends/s and latency.
+    /// N connections with K Sends in flight each; Acked Sends/s and round-trip latency.
     Echo {
-        #[arg(long)]
-        addr: SocketAddr,
-        #[arg(long, default_value_t = 100)]
-        connections: usize,
+        #[command(flatten)]
+        load: LoadArgs,
         #[arg(long, default_value_t = 16)]
         in_flight: usize,
         #[arg(long, default_value_t = 64)]
         payload: usize,
         #[arg(long, default_value_t = 10)]
         seconds: u64,
-        #[arg(long, default_value_t = 2)]
-        threads: usize,
-        #[arg(long, default_value_t = 64)]
-        sources: usize,
     },
-    /// io_uring vs epoll, side by side in one run, on gateway child processes.
-    Drivers(DriversArgs),
+    /// Backend-driven fan-out through the reference backend: pushes to single users, to
+    /// rooms of M, or broadcast; delivery rate and latency from request to receipt.
+    Push {
+        #[command(flatten)]
+        load: LoadArgs,
+        #[arg(long, value_enum, default_value = "user")]
+        mode: PushMode,
+        #[arg(long, default_value_t = 100)]
+        room_size: usize,
+        /// Pushes requested per second.
+        #[arg(long, default_value_t = 1000)]
+        push_rate: u64,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 64)]
+        payload: usize,
+    },
+    /// Drop every connection at once (or kill / drain the first node) and measure the time
+    /// until 99% are back, re-authenticated, with the GoAway's backoff and jitter.
+    Storm {
+        #[command(flatten)]
+        load: LoadArgs,
+        #[arg(long, value_enum, default_value = "drop")]
+        mode: StormMode,
+        /// Reconnect delay and jitter when the server gave none (GoAway gives its own).
+        #[arg(long, default_value_t = 100)]
+        reconnect_after_ms: u64,
+        #[arg(long, default_value_t = 2000)]
+        jitter_ms: u64,
+        /// Seconds after the storm before the run ends.
+        #[arg(long, default_value_t = 15)]
+        window: u64,
+        /// Start this many gateway nodes (embedded backend, auth off) instead of using
+        /// --addr; needed for kill and drain.
+        #[arg(long)]
+        spawn_nodes: Option<usize>,
+        #[arg(long, default_value = "target/release/ringgate")]
+        gateway: PathBuf,
+    },
+    /// ringgate (io_uring, epoll) vs nginx stream vs HAProxy vs the backend directly, side
+    /// by side, interleaved rounds.
+    Compare(CompareArgs),
+    /// A local cluster: Redis, several gateway nodes and reference backends, at least
+    /// 100,000 authenticated connections with heartbeats and a trickle of Sends.
+    Cluster(cluster::ClusterArgs),
+    /// Internal: run a load slice read as JSON from stdin (started by the other commands).
+    #[command(hide = true)]
+    Agent,
+    /// A client-protocol echo server (the backend nginx and HAProxy proxy to in compare).
+    EchoServer {
+        #[arg(long, default_value = "127.0.0.1:7200")]
+        listen: SocketAddr,
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+    },
     /// Run the reference backend (the same implementation as `ringgate reference-backend`).
     Backend {
         #[arg(long, default_value = "127.0.0.1:7100")]
@@ -83,10 +123,6 @@ enum Cmd {
     },
 }
 
-fn identity(i: usize) -> ClientConfig {
-    ClientConfig::new("", format!("u{i}"), "d")
-}
-
 fn backend(listen: SocketAddr, id: String, window: u32) -> std::io::Result<()> {
     let runtime = compio::runtime::Runtime::new()?;
     runtime.block_on(async move {
@@ -98,67 +134,162 @@ fn backend(listen: SocketAddr, id: String, window: u32) -> std::io::Result<()> {
     })
 }
 
-fn main() -> ExitCode {
-    match Cli::parse().command {
-        Cmd::Idle { addr, connections, rate, hold, threads, sources, gateway_pid } => {
-            let before = gateway_pid.and_then(|p| procinfo::rss_kib(p).ok());
-            let plan = Plan { addr, connections, threads, rate, identity, sources };
-            let until = Instant::now() + Duration::from_secs(hold);
-            let measure = std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_secs(hold.saturating_sub(1)));
-                gateway_pid.and_then(|p| procinfo::rss_kib(p).ok())
-            });
-            let stats = run::run(&plan, move || Workload::Idle { until });
-            let during = measure.join().ok().flatten();
-            println!("connected {} authenticated {} errors {:?}", stats.connected, stats.authenticated, stats.errors);
-            if let (Some(b), Some(d)) = (before, during) {
-                let per = d.saturating_sub(b) as f64 * 1024.0 / stats.authenticated.max(1) as f64;
-                println!("gateway rss {b} KiB -> {d} KiB: {per:.0} bytes per connection");
-            }
-            ExitCode::SUCCESS
-        }
-        Cmd::Echo { addr, connections, in_flight, payload, seconds, threads, sources } => {
-            let plan = Plan { addr, connections, threads, rate: 0, identity, sources };
-            let measure_from = Instant::now() + Duration::from_secs(1);
-            let until = measure_from + Duration::from_secs(seconds);
-            let stats = run::run(&plan, move || Workload::Echo { in_flight, payload, measure_from, until });
-            let p = stats.percentiles();
+/// Prints `value` as JSON, or its human summary.
+fn report(value: &Value, json: bool) {
+    if json {
+        println!("{value}");
+        return;
+    }
+    let get = |k: &str| value.get(k).cloned().unwrap_or(Value::Null);
+    let p = |k: &str| {
+        let v = get(k);
+        format!("p50 {} p90 {} p99 {} p99.9 {} max {}", v["p50"], v["p90"], v["p99"], v["p999"], v["max"])
+    };
+    match value["subcommand"].as_str().unwrap_or_default() {
+        "idle" => {
             println!(
-                "acked {} ({:.0}/s) p50 {} us p90 {} us p99 {} us p99.9 {} us errors {:?}",
-                stats.acked_ok,
-                stats.acked_ok as f64 / seconds as f64,
-                p.p50_us,
-                p.p90_us,
-                p.p99_us,
-                p.p999_us,
-                stats.errors
+                "{} {} connections: connected {} authenticated {} ({:.0}/s), held {} at measurement; login us {}; errors {}",
+                get("transport"),
+                get("connections"),
+                get("connected"),
+                get("authenticated"),
+                get("connect_rate_per_s").as_f64().unwrap_or(0.0),
+                get("held_at_measurement"),
+                p("login_us"),
+                get("errors")
             );
-            ExitCode::SUCCESS
+            if let Some(user) = get("user_bytes_per_conn").as_f64() {
+                println!(
+                    "gateway rss {} KiB: {user:.0} user bytes per connection; kernel slab {:.0} bytes per connection (both ends)",
+                    get("gateway_rss_kib"),
+                    get("slab_bytes_per_conn_both_ends").as_f64().unwrap_or(0.0)
+                );
+            }
         }
-        Cmd::Backend { listen, id, window } => match backend(listen, id, window) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("ringgate-bench: {e}");
-                ExitCode::FAILURE
+        "echo" => println!(
+            "{} {} connections x {} in flight x {} B: acked {} ({:.0}/s); round trip us {}; errors {}",
+            get("transport"),
+            get("connections"),
+            get("in_flight"),
+            get("payload"),
+            get("acked"),
+            get("acked_per_s").as_f64().unwrap_or(0.0),
+            p("rtt_us"),
+            get("errors")
+        ),
+        "push" => println!(
+            "{} pushes to {} receivers (rooms of {}): requested {} acked {}; delivered {} of {} ({:.0}/s); latency us {}; errors {}",
+            get("mode"),
+            get("receivers"),
+            get("room_size"),
+            get("pushes_requested"),
+            get("pushes_acked"),
+            get("deliveries"),
+            get("deliveries_expected"),
+            get("deliveries_per_s").as_f64().unwrap_or(0.0),
+            p("latency_us"),
+            get("errors")
+        ),
+        "storm" => println!(
+            "storm ({}) over {} connections ({} open before): {} of {} expected back; 50% after {} ms, 99% after {} ms, all after {} ms; errors {}",
+            get("mode"),
+            get("connections"),
+            get("open_before_storm"),
+            get("reconnected"),
+            get("expected_reconnects"),
+            get("ms_to_50pct"),
+            get("ms_to_99pct"),
+            get("ms_to_all"),
+            get("errors")
+        ),
+        _ => println!("{value}"),
+    }
+}
+
+/// Gateway nodes started for a storm: embedded backend, auth off, quick drain.
+fn spawn_storm_nodes(binary: &std::path::Path, n: usize) -> std::io::Result<Vec<GatewayChild>> {
+    (0..n)
+        .map(|i| {
+            let text = format!(
+                "[node]\nid = \"storm-{i}\"\n[listen]\ntcp = \"127.0.0.1:0\"\n[io]\nworkers = 1\n[auth]\nmode = \"none\"\n\
+                 [drain]\ndelay = \"0s\"\nrate = 100000\nreconnect_after = \"100ms\"\nreconnect_jitter = \"2s\"\ndeadline = \"30s\"\n"
+            );
+            GatewayChild::start(binary, &format!("storm-{i}"), &text)
+        })
+        .collect()
+}
+
+fn main() -> ExitCode {
+    let command = Cli::parse().command;
+    if !matches!(command, Cmd::Agent) {
+        control::install_stop_handler();
+    }
+    let result: Result<(), Box<dyn std::error::Error>> = (|| {
+        match command {
+            Cmd::Idle { load, hold, pids } => {
+                report(&scenarios::idle(&load, Duration::from_secs(hold), &pids), load.json)
             }
-        },
-        Cmd::Registry { logins, lookups } => match ringgate_bench::registry::run(logins, lookups) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("ringgate-bench: {e}");
-                ExitCode::FAILURE
+            Cmd::Echo { load, in_flight, payload, seconds } => {
+                report(&scenarios::echo(&load, in_flight, payload, seconds), load.json)
             }
-        },
-        Cmd::Ring { keys } => {
-            ringgate_bench::ring::report(keys);
-            ExitCode::SUCCESS
+            Cmd::Push { load, mode, room_size, push_rate, seconds, payload } => {
+                report(&scenarios::push(&load, mode, room_size, push_rate, seconds, payload), load.json)
+            }
+            Cmd::Storm { mut load, mode, reconnect_after_ms, jitter_ms, window, spawn_nodes, gateway } => {
+                let nodes = match spawn_nodes {
+                    Some(n) => spawn_storm_nodes(&gateway, n.max(1))?,
+                    None => Vec::new(),
+                };
+                if !nodes.is_empty() {
+                    load.addrs = nodes.iter().map(|n| n.addr).collect();
+                }
+                if mode != StormMode::Drop && nodes.is_empty() {
+                    return Err("kill and drain need --spawn-nodes (the tool must own the node it stops)".into());
+                }
+                let mut stop = |mode: StormMode| {
+                    if let Some(first) = nodes.first() {
+                        first.signal(if mode == StormMode::Kill { libc::SIGKILL } else { libc::SIGTERM });
+                    }
+                };
+                let out = scenarios::storm(
+                    &load,
+                    mode,
+                    (reconnect_after_ms, jitter_ms),
+                    Duration::from_secs(window),
+                    Some(&mut stop),
+                );
+                report(&out, load.json);
+            }
+            Cmd::Compare(args) => {
+                let out = compare::run(&args)?;
+                if args.json {
+                    println!("{out}");
+                }
+            }
+            Cmd::Cluster(args) => {
+                let out = cluster::run(&args)?;
+                report(&out, true);
+            }
+            Cmd::Agent => fleet::agent_main()?,
+            Cmd::EchoServer { listen, threads } => {
+                let (tx, rx) = std::sync::mpsc::channel();
+                let server = std::thread::spawn(move || ringgate_bench::echo_server::serve(listen, threads, tx));
+                if let Ok(addr) = rx.recv_timeout(Duration::from_secs(5)) {
+                    eprintln!("echo server listening addr={addr}");
+                }
+                server.join().map_err(|_| "echo server panicked")??;
+            }
+            Cmd::Backend { listen, id, window } => backend(listen, id, window)?,
+            Cmd::Registry { logins, lookups } => ringgate_bench::registry::run(logins, lookups)?,
+            Cmd::Ring { keys } => ringgate_bench::ring::report(keys),
         }
-        Cmd::Drivers(args) => match drivers::run(&args) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("ringgate-bench: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        Ok(())
+    })();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ringgate-bench: {e}");
+            ExitCode::FAILURE
+        }
     }
 }

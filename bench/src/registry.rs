@@ -12,7 +12,16 @@ use ringgate::registry::{DevicePolicy, Location, RegistryOp};
 
 use crate::stats::RunStats;
 
-struct RedisChild(Child, PathBuf);
+/// A redis-server on a unix socket in a temporary directory; killed (and the directory
+/// removed) on drop.
+#[derive(Debug)]
+pub struct RedisChild(Child, PathBuf);
+
+impl RedisChild {
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
 
 impl Drop for RedisChild {
     fn drop(&mut self) {
@@ -22,7 +31,8 @@ impl Drop for RedisChild {
     }
 }
 
-fn start_redis() -> std::io::Result<(RedisChild, String)> {
+/// Starts a redis-server for a run; returns it and its URL.
+pub fn start_redis() -> std::io::Result<(RedisChild, String)> {
     let dir = std::env::temp_dir().join(format!("ringgate-bench-redis-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let socket = dir.join("redis.sock");

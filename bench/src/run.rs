@@ -1,27 +1,47 @@
-//! Spreads connections over threads, each with its own runtime, and merges what they saw.
+//! Runs a load spec in this process: connections spread over threads, each thread with its
+//! own runtime and connector, results merged. [`crate::fleet`] spreads a bigger spec over
+//! several such processes.
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use ringgate_codec::session::ClientConfig;
+use serde::{Deserialize, Serialize};
 
 use crate::conn::{self, Workload};
 use crate::stats::RunStats;
+use crate::transport::{Connector, TransportKind};
 
-/// A load run's shape.
-#[derive(Debug, Clone)]
-pub struct Plan {
-    pub addr: SocketAddr,
-    pub connections: usize,
+/// How connections prove who they are.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Identity {
+    /// The gateway runs with auth.mode = "none".
+    NoAuth,
+    /// HS256 tokens signed with this key.
+    Token { kid: String, secret: String },
+}
+
+/// A slice of load: connections `first .. first + count` of a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadSpec {
+    /// Connection i goes to `addrs[i % addrs.len()]` (several nodes of a cluster).
+    pub addrs: Vec<SocketAddr>,
+    pub transport: TransportKind,
+    /// Verify the gateway's certificate against this CA (PEM); `None` accepts any.
+    pub ca: Option<PathBuf>,
+    pub first: usize,
+    pub count: usize,
     pub threads: usize,
-    /// Connections opened per second, over all threads (0 = as fast as possible).
+    /// Connections opened per second by this slice (0 = as fast as possible).
     pub rate: u64,
-    /// Builds connection `i`'s identity.
-    pub identity: fn(usize) -> ClientConfig,
-    /// Spread connections over this many 127.x.y.z source addresses (0 = let the OS pick).
+    /// Spread TCP connections over this many 127.x.y.z source addresses (0 = OS picks).
     pub sources: usize,
+    pub identity: Identity,
+    pub workload: Workload,
 }
 
 /// The source address of connection `i` when spreading over `sources` loopback addresses:
@@ -34,41 +54,40 @@ pub fn source_ip(i: usize, sources: usize) -> Option<std::net::IpAddr> {
     Some(std::net::IpAddr::V4(std::net::Ipv4Addr::from(0x7f01_0000 + n)))
 }
 
-/// Runs `plan`, calling `workload(i)` for each connection once it is its turn to connect.
-pub fn run(plan: &Plan, workload: impl Fn() -> Workload + Send + Sync + Clone + 'static) -> RunStats {
-    let threads = plan.threads.max(1);
-    let per_thread_rate = plan.rate.div_ceil(threads as u64);
+/// Connection `i`'s client config: user `u{i}`, device `d`, its own jitter seed.
+pub fn client_config(identity: &Identity, i: usize) -> ClientConfig {
+    let user = format!("u{i}");
+    let token = match identity {
+        Identity::NoAuth => String::new(),
+        Identity::Token { kid, secret } => {
+            let exp = conn::unix_ms() / 1000 + 24 * 3600;
+            let claims =
+                ringgate::auth::token::Claims { sub: user.clone(), dev: "d".into(), plat: "unspecified".into(), exp };
+            ringgate::auth::token::mint(kid, secret.as_bytes(), &claims)
+        }
+    };
+    let mut config = ClientConfig::new(token, user, "d");
+    config.jitter_seed = i as u64 + 1;
+    config
+}
+
+/// Runs `spec` in this process and returns what its connections saw.
+pub fn run(spec: &LoadSpec) -> RunStats {
+    let threads = spec.threads.max(1);
+    let per_thread_rate = spec.rate.div_ceil(threads as u64);
     let handles: Vec<_> = (0..threads)
         .map(|t| {
-            let plan = plan.clone();
-            let workload = workload.clone();
+            let spec = spec.clone();
             std::thread::spawn(move || {
-                let runtime = compio::runtime::Runtime::new().expect("runtime");
-                runtime.block_on(async move {
-                    let stats = Rc::new(RefCell::new(RunStats::default()));
-                    let mut tasks = Vec::new();
-                    let pause = conn::pacing(per_thread_rate);
-                    for i in (t..plan.connections).step_by(threads) {
-                        let task = conn::run(
-                            plan.addr,
-                            source_ip(i, plan.sources),
-                            (plan.identity)(i),
-                            workload(),
-                            stats.clone(),
-                        );
-                        tasks.push(compio::runtime::spawn(task));
-                        if !pause.is_zero() {
-                            compio::time::sleep(pause).await;
-                        } else if tasks.len() % 256 == 0 {
-                            // Let the connects progress instead of queueing thousands at once.
-                            compio::time::sleep(Duration::from_millis(1)).await;
-                        }
+                let runtime = match compio::runtime::Runtime::new() {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let mut s = RunStats::default();
+                        s.error(format!("runtime: {e}"));
+                        return s;
                     }
-                    for task in tasks {
-                        let _ = task.await;
-                    }
-                    Rc::try_unwrap(stats).map(RefCell::into_inner).unwrap_or_default()
-                })
+                };
+                runtime.block_on(thread_load(spec, t, threads, per_thread_rate))
             })
         })
         .collect();
@@ -79,6 +98,49 @@ pub fn run(plan: &Plan, workload: impl Fn() -> Workload + Send + Sync + Clone + 
         }
     }
     total
+}
+
+async fn thread_load(spec: LoadSpec, t: usize, threads: usize, rate: u64) -> RunStats {
+    let stats = Rc::new(RefCell::new(RunStats::default()));
+    let connector = match Connector::new(spec.transport, spec.ca.as_deref()) {
+        Ok(c) => Rc::new(c),
+        Err(e) => {
+            stats.borrow_mut().error(format!("connector: {e}"));
+            return Rc::try_unwrap(stats).map(RefCell::into_inner).unwrap_or_default();
+        }
+    };
+    let addrs: Rc<[SocketAddr]> = spec.addrs.clone().into();
+    let mut tasks = Vec::new();
+    let pause = conn::pacing(rate);
+    let sources = if spec.transport.uses_fd_per_connection() { spec.sources } else { 0 };
+    for i in (spec.first + t..spec.first + spec.count).step_by(threads) {
+        if crate::control::stopping() || conn::unix_ms() >= spec.workload.until_ms() {
+            break;
+        }
+        let task = conn::run(
+            connector.clone(),
+            addrs.clone(),
+            i,
+            source_ip(i, sources),
+            client_config(&spec.identity, i),
+            spec.workload,
+            stats.clone(),
+        );
+        tasks.push(compio::runtime::spawn(task));
+        if !pause.is_zero() {
+            compio::time::sleep(pause).await;
+        } else if tasks.len() % 128 == 0 {
+            // Let the connects progress instead of queueing thousands at once.
+            compio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    if let Connector::Quic(endpoint) = &*connector {
+        endpoint.close(0u32.into(), b"done");
+    }
+    Rc::try_unwrap(stats).map(RefCell::into_inner).unwrap_or_default()
 }
 
 /// Waits until `cond` holds or `timeout` passes.

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What one thread (or process) of a run observed.
 #[derive(Debug, Clone)]
@@ -17,6 +17,99 @@ pub struct RunStats {
     pub errors: BTreeMap<String, u64>,
     /// Send -> Ack round trips, microseconds.
     pub rtt_us: Histogram<u64>,
+    /// Push request (the backend-bound Send) -> client receipt, microseconds.
+    pub push_us: Histogram<u64>,
+    /// Connect start -> AuthOk, microseconds (handshakes included).
+    pub login_us: Histogram<u64>,
+    /// Storms: re-authenticated connections after the drop, and when (ms since the run's base).
+    pub reconnected: u64,
+    pub reauth_at_ms: Histogram<u64>,
+    /// Unix ms of the first connection attempt and of the last AuthOk (0 = none).
+    pub first_connect_ms: u64,
+    pub last_auth_ms: u64,
+}
+
+fn histogram() -> Histogram<u64> {
+    // 1 .. 1 hour at 3 significant digits: constant, valid bounds.
+    #[allow(clippy::expect_used)]
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
+}
+
+fn record(h: &mut Histogram<u64>, value: u64) {
+    // Within the bounds by the clamp.
+    let _ = h.record(value.clamp(1, 3_600_000_000));
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// A histogram as (value, count) pairs: how results cross process boundaries.
+fn pairs(h: &Histogram<u64>) -> Vec<(u64, u64)> {
+    h.iter_recorded().map(|v| (v.value_iterated_to(), v.count_at_value())).collect()
+}
+
+fn from_pairs(p: &[(u64, u64)]) -> Histogram<u64> {
+    let mut h = histogram();
+    for &(value, count) in p {
+        let _ = h.record_n(value.clamp(1, 3_600_000_000), count);
+    }
+    h
+}
+
+/// [`RunStats`] as JSON: what an agent process prints for its parent.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WireStats {
+    pub connected: u64,
+    pub authenticated: u64,
+    pub acked_ok: u64,
+    pub pushes: u64,
+    pub errors: BTreeMap<String, u64>,
+    pub rtt_us: Vec<(u64, u64)>,
+    pub push_us: Vec<(u64, u64)>,
+    pub login_us: Vec<(u64, u64)>,
+    pub reconnected: u64,
+    pub reauth_at_ms: Vec<(u64, u64)>,
+    pub first_connect_ms: u64,
+    pub last_auth_ms: u64,
+}
+
+impl From<&RunStats> for WireStats {
+    fn from(s: &RunStats) -> WireStats {
+        WireStats {
+            connected: s.connected,
+            authenticated: s.authenticated,
+            acked_ok: s.acked_ok,
+            pushes: s.pushes,
+            errors: s.errors.clone(),
+            rtt_us: pairs(&s.rtt_us),
+            push_us: pairs(&s.push_us),
+            login_us: pairs(&s.login_us),
+            reconnected: s.reconnected,
+            reauth_at_ms: pairs(&s.reauth_at_ms),
+            first_connect_ms: s.first_connect_ms,
+            last_auth_ms: s.last_auth_ms,
+        }
+    }
+}
+
+impl From<&WireStats> for RunStats {
+    fn from(w: &WireStats) -> RunStats {
+        RunStats {
+            connected: w.connected,
+            authenticated: w.authenticated,
+            acked_ok: w.acked_ok,
+            pushes: w.pushes,
+            errors: w.errors.clone(),
+            rtt_us: from_pairs(&w.rtt_us),
+            push_us: from_pairs(&w.push_us),
+            login_us: from_pairs(&w.login_us),
+            reconnected: w.reconnected,
+            reauth_at_ms: from_pairs(&w.reauth_at_ms),
+            first_connect_ms: w.first_connect_ms,
+            last_auth_ms: w.last_auth_ms,
+        }
+    }
 }
 
 impl Default for RunStats {
@@ -27,9 +120,13 @@ impl Default for RunStats {
             acked_ok: 0,
             pushes: 0,
             errors: BTreeMap::new(),
-            // 1 us .. 60 s at 3 significant digits: constant, valid bounds.
-            #[allow(clippy::expect_used)]
-            rtt_us: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds"),
+            rtt_us: histogram(),
+            push_us: histogram(),
+            login_us: histogram(),
+            reconnected: 0,
+            reauth_at_ms: histogram(),
+            first_connect_ms: 0,
+            last_auth_ms: 0,
         }
     }
 }
@@ -40,9 +137,37 @@ impl RunStats {
     }
 
     pub fn record_rtt(&mut self, rtt: Duration) {
-        let us = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX).clamp(1, 60_000_000);
-        // Within the bounds by the clamp above.
-        let _ = self.rtt_us.record(us);
+        record(&mut self.rtt_us, micros(rtt));
+    }
+
+    pub fn record_push(&mut self, latency: Duration) {
+        record(&mut self.push_us, micros(latency));
+    }
+
+    pub fn record_login(&mut self, took: Duration, at_unix_ms: u64) {
+        record(&mut self.login_us, micros(took));
+        self.last_auth_ms = self.last_auth_ms.max(at_unix_ms);
+    }
+
+    pub fn connect_started(&mut self, at_unix_ms: u64) {
+        if self.first_connect_ms == 0 || at_unix_ms < self.first_connect_ms {
+            self.first_connect_ms = at_unix_ms;
+        }
+    }
+
+    pub fn record_reauth(&mut self, ms_since_base: u64) {
+        self.reconnected += 1;
+        record(&mut self.reauth_at_ms, ms_since_base);
+    }
+
+    /// Logins per second from the first connection attempt to the last AuthOk.
+    pub fn connect_rate(&self) -> f64 {
+        let span = self.last_auth_ms.saturating_sub(self.first_connect_ms).max(1) as f64 / 1000.0;
+        if self.authenticated == 0 { 0.0 } else { self.authenticated as f64 / span }
+    }
+
+    pub fn error_count(&self) -> u64 {
+        self.errors.values().sum()
     }
 
     /// Adds another run's observations to this one.
@@ -55,16 +180,33 @@ impl RunStats {
             *self.errors.entry(k.clone()).or_default() += v;
         }
         let _ = self.rtt_us.add(&other.rtt_us);
+        let _ = self.push_us.add(&other.push_us);
+        let _ = self.login_us.add(&other.login_us);
+        self.reconnected += other.reconnected;
+        let _ = self.reauth_at_ms.add(&other.reauth_at_ms);
+        if other.first_connect_ms != 0 {
+            self.connect_started(other.first_connect_ms);
+        }
+        self.last_auth_ms = self.last_auth_ms.max(other.last_auth_ms);
     }
 
-    /// Latency percentiles in microseconds: p50, p90, p99, p99.9.
+    /// Send -> Ack latency percentiles in microseconds.
     pub fn percentiles(&self) -> Percentiles {
-        let q = |p: f64| if self.rtt_us.is_empty() { 0 } else { self.rtt_us.value_at_quantile(p) };
-        Percentiles { p50_us: q(0.5), p90_us: q(0.9), p99_us: q(0.99), p999_us: q(0.999), max_us: self.rtt_us.max() }
+        Percentiles::of(&self.rtt_us)
     }
 }
 
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+impl Percentiles {
+    /// p50, p90, p99, p99.9 and max of `h` (all 0 when empty).
+    pub fn of(h: &Histogram<u64>) -> Percentiles {
+        let q = |p: f64| if h.is_empty() { 0 } else { h.value_at_quantile(p) };
+        Percentiles { p50_us: q(0.5), p90_us: q(0.9), p99_us: q(0.99), p999_us: q(0.999), max_us: h.max() }
+    }
+}
+
+/// Percentiles of a histogram; named `_us` because most are microseconds (storm reports
+/// milliseconds through the same type and says so).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
 pub struct Percentiles {
     pub p50_us: u64,
     pub p90_us: u64,
@@ -108,6 +250,58 @@ mod tests {
         let p = a.percentiles();
         assert!((99..=101).contains(&p.p50_us), "{p:?}");
         assert!(p.p99_us >= 197 && p.p99_us <= 200, "{p:?}");
+    }
+
+    #[test]
+    fn wire_round_trip_keeps_everything() {
+        let mut a = RunStats { connected: 5, authenticated: 4, acked_ok: 3, pushes: 2, ..Default::default() };
+        a.error("auth: eof");
+        for us in [1u64, 10, 100, 1000, 10_000, 100_000] {
+            a.record_rtt(Duration::from_micros(us));
+            a.record_push(Duration::from_micros(us * 2));
+            a.record_login(Duration::from_micros(us * 3), 1_000 + us);
+        }
+        a.connect_started(900);
+        a.record_reauth(1500);
+        let json = serde_json::to_string(&WireStats::from(&a)).unwrap();
+        let back = RunStats::from(&serde_json::from_str::<WireStats>(&json).unwrap());
+        assert_eq!(WireStats::from(&back), WireStats::from(&a));
+        assert_eq!(back.percentiles(), a.percentiles());
+        assert_eq!(Percentiles::of(&back.push_us), Percentiles::of(&a.push_us));
+        assert_eq!((back.first_connect_ms, back.last_auth_ms), (900, 101_000));
+    }
+
+    #[test]
+    fn aggregating_processes_equals_one_big_run() {
+        // Three "processes" each see a slice; merging their wire forms must give what one
+        // process seeing everything would have.
+        let mut whole = RunStats::default();
+        let mut parts = vec![RunStats::default(), RunStats::default(), RunStats::default()];
+        for i in 0..3000u64 {
+            let rtt = Duration::from_micros(50 + (i * 7919) % 5000);
+            whole.record_rtt(rtt);
+            whole.acked_ok += 1;
+            whole.connect_started(10_000 + i);
+            whole.record_login(rtt, 20_000 + i);
+            let part = &mut parts[(i % 3) as usize];
+            part.record_rtt(rtt);
+            part.acked_ok += 1;
+            part.connect_started(10_000 + i);
+            part.record_login(rtt, 20_000 + i);
+            part.authenticated += 1;
+            whole.authenticated += 1;
+        }
+        let mut merged = RunStats::default();
+        for p in &parts {
+            let wire: WireStats = serde_json::from_str(&serde_json::to_string(&WireStats::from(p)).unwrap()).unwrap();
+            merged.merge(&RunStats::from(&wire));
+        }
+        assert_eq!(merged.acked_ok, 3000);
+        assert_eq!(merged.percentiles(), whole.percentiles());
+        assert_eq!((merged.first_connect_ms, merged.last_auth_ms), (10_000, 22_999));
+        assert!((merged.connect_rate() - whole.connect_rate()).abs() < 1e-9);
+        // 3000 logins over 12.999 s.
+        assert!((merged.connect_rate() - 3000.0 / 12.999).abs() < 0.01, "{}", merged.connect_rate());
     }
 
     #[test]

@@ -2,13 +2,18 @@
 # The test command of README.md: builds and runs every test of the workspace, including the
 # replay of the committed fuzz corpus, the golden vectors of docs/protocol.md, and end-to-end
 # tests against real servers the tests start themselves (redis-server, the gateway and
-# reference backends, a DNS responder). Installs what those need on a fresh Debian machine.
+# reference backends, a DNS responder, and nginx and HAProxy for the benchmark comparison's
+# smoke test). Installs what those need on a fresh Debian machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v python3 >/dev/null || need+=(python3)
+command -v nginx >/dev/null || need+=(nginx)
+# nginx's stream proxy is a separate module package on Debian.
+[ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || need+=(libnginx-mod-stream)
+command -v haproxy >/dev/null || need+=(haproxy)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "scripts/test.sh: install ${need[*]} (Debian packages) first, or run as root" >&2

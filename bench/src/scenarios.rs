@@ -76,10 +76,12 @@ impl LoadArgs {
         }
     }
 
-    /// Seconds the ramp-up may take at the configured rate, with a margin.
+    /// How long the ramp-up may take at the configured rate, with a margin (1 s for a
+    /// small run, proportionally more for big ones).
     pub fn ramp_allowance(&self) -> Duration {
-        let at_rate = (self.connections as u64).checked_div(self.rate).unwrap_or(self.connections as u64 / 2000);
-        Duration::from_secs(5 + at_rate + at_rate / 2)
+        let n = self.connections as u64;
+        let at_rate_ms = (n * 1000).checked_div(self.rate).unwrap_or(n / 2);
+        Duration::from_millis(1000 + at_rate_ms + at_rate_ms / 2)
     }
 }
 

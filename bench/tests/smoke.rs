@@ -1,0 +1,361 @@
+//! A short run of every ringgate-bench subcommand, checking the JSON it prints: against an
+//! in-process gateway (TCP, TLS and QUIC listeners) where the subcommand takes an address,
+//! and with the servers the subcommand starts itself (nginx, HAProxy, redis-server, gateway
+//! children) where it owns them. Seconds each, not minutes.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ringgate::transport::tls::{TlsSettings, TlsVersions};
+use ringgate::{Config, Gateway};
+use serde_json::Value;
+
+const BENCH: &str = env!("CARGO_BIN_EXE_ringgate-bench");
+
+/// The ringgate binary, built beside this one by `cargo test --workspace`.
+fn ringgate_bin() -> PathBuf {
+    let path = PathBuf::from(BENCH).with_file_name("ringgate");
+    assert!(path.exists(), "{} missing: run the tests with `cargo test --workspace`", path.display());
+    path
+}
+
+struct Node {
+    gateway: Gateway,
+    _dir: TempDir,
+}
+
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn node() -> Node {
+    let dir = std::env::temp_dir().join(format!(
+        "ringgate-smoke-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = ringgate::transport::tls::self_signed(&["localhost".into()]).unwrap();
+    std::fs::write(dir.join("cert.pem"), cert).unwrap();
+    std::fs::write(dir.join("key.pem"), key).unwrap();
+    let mut config = Config::parse("[auth]\nmode = \"none\"\n[limits]\nmax_in_flight = 256\n").unwrap();
+    config.listen_tcp = "127.0.0.1:0".parse().unwrap();
+    config.listen_tls = Some("127.0.0.1:0".parse().unwrap());
+    config.listen_quic = Some("127.0.0.1:0".parse().unwrap());
+    config.tls =
+        Some(TlsSettings { cert: dir.join("cert.pem"), key: dir.join("key.pem"), versions: TlsVersions::Tls13 });
+    let listeners = ringgate::listener::bind_group(config.listen_tcp, 2, 4096).unwrap();
+    Node { gateway: Gateway::start(config, listeners).unwrap(), _dir: TempDir(dir) }
+}
+
+/// Runs `ringgate-bench args...`, requires success within `limit`, returns its JSON.
+fn bench(args: &[&str], limit: Duration) -> Value {
+    let started = Instant::now();
+    let out = Command::new(BENCH).args(args).stderr(Stdio::inherit()).output().unwrap();
+    assert!(out.status.success(), "ringgate-bench {args:?} failed: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(started.elapsed() < limit, "ringgate-bench {args:?} took {:?}", started.elapsed());
+    let text = String::from_utf8(out.stdout).unwrap();
+    serde_json::from_str(text.trim().lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {text}"))
+}
+
+fn no_errors(v: &Value) {
+    assert_eq!(v["errors"].as_object().map(|e| e.len()), Some(0), "errors in {v}");
+}
+
+fn addr(a: SocketAddr) -> String {
+    a.to_string()
+}
+
+#[test]
+fn idle_over_each_transport_reports_logins_and_memory() {
+    let node = node();
+    let pid = std::process::id().to_string();
+    for (transport, a) in [
+        ("tcp", node.gateway.local_addr()),
+        ("tls", node.gateway.tls_addr().unwrap()),
+        ("quic", node.gateway.quic_addr().unwrap()),
+    ] {
+        let v = bench(
+            &[
+                "idle",
+                "--addr",
+                &addr(a),
+                "--transport",
+                transport,
+                "--connections",
+                "40",
+                "--hold",
+                "1",
+                "--gateway-pid",
+                &pid,
+                "--json",
+                "--quiet",
+            ],
+            Duration::from_secs(30),
+        );
+        assert_eq!(v["authenticated"], 40, "{transport}: {v}");
+        assert_eq!(v["held_at_measurement"], 40, "{transport}: {v}");
+        assert!(v["connect_rate_per_s"].as_f64().unwrap() > 0.0);
+        assert!(v["user_bytes_per_conn"].is_number(), "{v}");
+        assert!(v["login_us"]["p99"].as_u64().unwrap() > 0);
+        no_errors(&v);
+    }
+}
+
+#[test]
+fn idle_spread_over_processes_aggregates_their_results() {
+    let node = node();
+    let v = bench(
+        &[
+            "idle",
+            "--addr",
+            &addr(node.gateway.local_addr()),
+            "--connections",
+            "90",
+            "--processes",
+            "3",
+            "--hold",
+            "1",
+            "--json",
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(v["connected"], 90, "{v}");
+    assert_eq!(v["authenticated"], 90, "{v}");
+    no_errors(&v);
+}
+
+#[test]
+fn echo_reports_acked_sends_and_latency() {
+    let node = node();
+    for (transport, a) in [("tcp", node.gateway.local_addr()), ("quic", node.gateway.quic_addr().unwrap())] {
+        let v = bench(
+            &[
+                "echo",
+                "--addr",
+                &addr(a),
+                "--transport",
+                transport,
+                "--connections",
+                "8",
+                "--in-flight",
+                "4",
+                "--seconds",
+                "1",
+                "--json",
+                "--quiet",
+            ],
+            Duration::from_secs(30),
+        );
+        assert!(v["acked"].as_u64().unwrap() > 100, "{transport}: {v}");
+        let rtt = &v["rtt_us"];
+        assert!(rtt["p50"].as_u64().unwrap() > 0 && rtt["p50"].as_u64() <= rtt["p99"].as_u64(), "{v}");
+        no_errors(&v);
+    }
+}
+
+#[test]
+fn push_delivers_to_users_rooms_and_everyone() {
+    let node = node();
+    for (mode, expected_per_push) in [("user", 1), ("room", 5), ("broadcast", 20)] {
+        let v = bench(
+            &[
+                "push",
+                "--addr",
+                &addr(node.gateway.local_addr()),
+                "--connections",
+                "20",
+                "--mode",
+                mode,
+                "--room-size",
+                "5",
+                "--push-rate",
+                "200",
+                "--seconds",
+                "1",
+                "--json",
+                "--quiet",
+            ],
+            Duration::from_secs(30),
+        );
+        let acked = v["pushes_acked"].as_u64().unwrap();
+        assert!(acked > 50, "{mode}: {v}");
+        assert_eq!(v["deliveries_expected"].as_u64().unwrap(), acked * expected_per_push, "{mode}: {v}");
+        assert_eq!(v["deliveries"], v["deliveries_expected"], "{mode}: every push delivered: {v}");
+        assert!(v["latency_us"]["p99"].as_u64().unwrap() > 0);
+        no_errors(&v);
+    }
+}
+
+#[test]
+fn storm_of_dropped_connections_comes_back() {
+    let node = node();
+    let v = bench(
+        &[
+            "storm",
+            "--addr",
+            &addr(node.gateway.local_addr()),
+            "--connections",
+            "30",
+            "--mode",
+            "drop",
+            "--jitter-ms",
+            "300",
+            "--window",
+            "3",
+            "--json",
+            "--quiet",
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(v["open_before_storm"], 30, "{v}");
+    assert_eq!(v["reconnected"], 30, "{v}");
+    let to_99 = v["ms_to_99pct"].as_u64().expect("99% back");
+    assert!((100..=1500).contains(&to_99), "reconnects follow the 100 ms + 300 ms jitter: {v}");
+}
+
+#[test]
+fn storm_of_a_killed_node_moves_its_clients() {
+    let v = bench(
+        &[
+            "storm",
+            "--spawn-nodes",
+            "2",
+            "--gateway",
+            ringgate_bin().to_str().unwrap(),
+            "--addr",
+            "127.0.0.1:1",
+            "--connections",
+            "40",
+            "--mode",
+            "kill",
+            "--jitter-ms",
+            "300",
+            "--window",
+            "3",
+            "--json",
+            "--quiet",
+        ],
+        Duration::from_secs(40),
+    );
+    assert_eq!(v["expected_reconnects"], 20, "{v}");
+    assert_eq!(v["reconnected"], 20, "{v}");
+    assert!(v["ms_to_99pct"].is_u64(), "{v}");
+}
+
+#[test]
+fn compare_runs_every_peer_and_prints_ratios() {
+    let v = bench(
+        &[
+            "compare",
+            "--gateway",
+            ringgate_bin().to_str().unwrap(),
+            "--rounds",
+            "1",
+            "--idle",
+            "40",
+            "--hold",
+            "1",
+            "--echo-connections",
+            "4",
+            "--seconds",
+            "1",
+            "--json",
+            "--peers",
+            "ringgate-io_uring,ringgate-epoll,nginx,haproxy,direct,ringgate-tls,ringgate-quic",
+        ],
+        Duration::from_secs(120),
+    );
+    let rounds = v["rounds"].as_array().unwrap();
+    assert_eq!(rounds.len(), 7);
+    for r in rounds {
+        assert_eq!(r["idle_held"], 40, "{r}");
+        assert!(r["acked_per_s"].as_f64().unwrap() > 0.0, "{r}");
+        assert_eq!(r["errors"], 0, "{r}");
+    }
+    let nginx = &v["summary"]["nginx"]["acked_per_s"];
+    assert!((nginx["vs_nginx"].as_f64().unwrap() - 1.0).abs() < 1e-9);
+    assert!(v["summary"]["ringgate-io_uring"]["acked_per_s"]["vs_direct"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn cluster_starts_everything_and_cleans_up() {
+    let v = bench(
+        &[
+            "cluster",
+            "--gateway",
+            ringgate_bin().to_str().unwrap(),
+            "--connections",
+            "300",
+            "--nodes",
+            "2",
+            "--backends",
+            "1",
+            "--rate",
+            "2000",
+            "--hold",
+            "2",
+            "--send-every",
+            "1",
+            "--quiet",
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(v["all_up"], true, "{v}");
+    assert!(v["trickle_sends_acked"].as_u64().unwrap() > 100, "{v}");
+    assert!(v["registry_keys"].as_u64().unwrap() >= 300, "a location per connection: {v}");
+    no_errors(&v);
+    // Nothing it started is left running.
+    std::thread::sleep(Duration::from_millis(300));
+    let ps = Command::new("pgrep").args(["-f", "ringgate-bench-.*cluster-"]).output().unwrap();
+    assert!(ps.stdout.is_empty(), "gateway nodes left behind: {}", String::from_utf8_lossy(&ps.stdout));
+}
+
+#[test]
+fn ctrl_c_stops_a_run_cleanly_with_what_it_measured() {
+    let node = node();
+    let started = Instant::now();
+    let child = Command::new(BENCH)
+        .args(["idle", "--addr", &addr(node.gateway.local_addr()), "--connections", "30", "--hold", "60", "--json"])
+        .args(["--processes", "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    assert!(wait(Duration::from_secs(10), || node.gateway.active_connections() == 30));
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert!(started.elapsed() < Duration::from_secs(20), "stopped long before the 60 s hold");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["authenticated"], 30, "{v}");
+    assert!(wait(Duration::from_secs(5), || node.gateway.active_connections() == 0), "connections closed");
+}
+
+#[test]
+fn ring_and_registry_report() {
+    let out = Command::new(BENCH).args(["ring", "--keys", "2000"]).output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("moved"), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = Command::new(BENCH).args(["registry", "--logins", "2000", "--lookups", "100"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn wait(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cond()
+}

@@ -234,9 +234,14 @@ fn start_nginx(workers: usize, backends: &[std::net::SocketAddr]) -> std::io::Re
         .spawn()
         .map_err(|e| std::io::Error::other(format!("nginx: {e} (apt-get install nginx libnginx-mod-stream)")))?;
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let master = child.id();
     let running = Running::Proxy { child, addr, dir };
     if !wait_port(addr) {
         return Err(std::io::Error::other("nginx did not start listening (see its error.log)"));
+    }
+    // The workers' memory is what counts: wait until they exist before taking pids.
+    if !crate::run::wait_for(Duration::from_secs(5), || children_of(master).len() >= workers) {
+        return Err(std::io::Error::other("nginx workers did not start"));
     }
     Ok(running)
 }

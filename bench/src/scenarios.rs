@@ -206,7 +206,7 @@ pub enum PushMode {
 pub fn push(args: &LoadArgs, mode: PushMode, room_size: usize, push_rate: u64, seconds: u64, payload: usize) -> Value {
     let room_size = if mode == PushMode::Room { room_size.max(1) } else { 0 };
     let n = args.connections;
-    let until = unix_ms() + (args.ramp_allowance() + Duration::from_secs(seconds + 4)).as_millis() as u64;
+    let until = unix_ms() + (args.ramp_allowance() + Duration::from_secs(seconds + 16)).as_millis() as u64;
     let spec = args.spec(Workload::Receive { room_size, until_ms: until });
     let progress = !args.quiet;
     let receivers = std::thread::spawn(move || fleet::run(&spec, None, progress));
@@ -217,16 +217,21 @@ pub fn push(args: &LoadArgs, mode: PushMode, room_size: usize, push_rate: u64, s
     // Joins are Sends too; let them land before the first room push.
     std::thread::sleep(Duration::from_millis(500));
     let driver = drive_pushes(args, mode, n, room_size, push_rate, seconds, payload);
-    // Deliveries still in flight arrive within the grace; then the receivers stop.
-    std::thread::sleep(Duration::from_secs(2));
-    control::request_stop();
-    let stats = receivers.join().unwrap_or_default();
     let per_push = match mode {
         PushMode::User => 1,
         PushMode::Room => room_size.min(n) as u64,
         PushMode::Broadcast => n as u64,
     };
     let expected = driver.acked * per_push;
+    // Deliveries still queued arrive within 10 s (a backlog shows as latency), then the
+    // receivers stop.
+    let settle = Instant::now() + Duration::from_secs(10);
+    while fleet::live().pushes < expected && Instant::now() < settle && !control::stopping() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    control::request_stop();
+    let stats = receivers.join().unwrap_or_default();
     let mut out = json!({
         "subcommand": "push",
         "transport": args.transport.name(),
@@ -299,11 +304,11 @@ fn drive_pushes(
         let end = started + Duration::from_secs(seconds);
         let mut body = bytes::BytesMut::with_capacity(payload.max(8));
         let mut k = 0u64;
-        // Send in 10 ms batches at the target rate.
-        let per_batch = (rate / 100).max(1);
+        // Every 10 ms, send what the target rate says is due by now (low rates too).
         let mut next = started;
         while Instant::now() < end && !control::stopping() {
-            for _ in 0..per_batch {
+            let due = (rate as f64 * started.elapsed().as_secs_f64()) as u64;
+            while k < due {
                 let target = match mode {
                     PushMode::User => format!("user:u{}", (k as usize * 7919) % receivers.max(1)),
                     PushMode::Room => format!("room:room{}", k as usize % rooms.max(1)),

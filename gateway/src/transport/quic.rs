@@ -65,6 +65,7 @@ impl Default for QuicSettings {
 /// socket's index in the group is its worker's index), and attaches the CID steering program.
 pub fn bind_group(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::UdpSocket>> {
     let count = count.clamp(1, 256);
+    crate::listener::ensure_free(addr, Type::DGRAM)?;
     let mut sockets = Vec::with_capacity(count);
     let mut addr = addr;
     for _ in 0..count {

@@ -471,9 +471,9 @@ fn print_table(summary: &Value, args: &CompareArgs) {
         args.workers
     );
     println!(
-        "| peer | idle user B/conn | kernel slab B/conn | connects/s | acked Sends/s | p50 us | p99 us | acked/s vs nginx | acked/s vs direct | p99 vs nginx |"
+        "| peer | idle user B/conn | kernel slab B/conn | connects/s | acked Sends/s | p50 us | p99 us | user mem vs nginx | kernel vs nginx | conn/s vs nginx | acked/s vs nginx | acked/s vs direct | p50 vs nginx | p99 vs nginx |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let cell = |v: &Value| {
         format!(
             "{:.0} ({:.0}-{:.0})",
@@ -486,7 +486,7 @@ fn print_table(summary: &Value, args: &CompareArgs) {
     for peer in &args.peers {
         let p = &summary[peer.name()];
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             peer.name(),
             cell(&p["user_bytes_per_conn"]),
             cell(&p["slab_bytes_per_conn"]),
@@ -494,8 +494,12 @@ fn print_table(summary: &Value, args: &CompareArgs) {
             cell(&p["acked_per_s"]),
             cell(&p["p50_us"]),
             cell(&p["p99_us"]),
+            ratio(&p["user_bytes_per_conn"]["vs_nginx"]),
+            ratio(&p["slab_bytes_per_conn"]["vs_nginx"]),
+            ratio(&p["connects_per_s"]["vs_nginx"]),
             ratio(&p["acked_per_s"]["vs_nginx"]),
             ratio(&p["acked_per_s"]["vs_direct"]),
+            ratio(&p["p50_us"]["vs_nginx"]),
             ratio(&p["p99_us"]["vs_nginx"]),
         );
     }

@@ -455,8 +455,9 @@ async fn storm(
 ) {
     let Workload::Storm { drop_at_ms, until_ms, reconnect_after_ms, jitter_ms, base_ms } = workload else { return };
     let until = instant_at(until_ms);
-    let base = Duration::from_millis(reconnect_after_ms.max(1));
-    let mut backoff = Backoff::new(base, base + Duration::from_millis(jitter_ms), config.jitter_seed);
+    // Failed reconnects back off from 50 ms to 2 s, whatever the storm's own delay, so a node
+    // that is down is not hammered in a tight loop.
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2), config.jitter_seed);
     let mut jitter = ringgate_codec::backoff::Jitter::new(config.jitter_seed);
     let mut target = index % addrs.len().max(1);
     let mut dropped = false;

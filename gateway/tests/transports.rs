@@ -171,18 +171,7 @@ impl TlsClient {
         let seq = self.session.send(None, payload, Instant::now()).unwrap();
         self.flush().unwrap();
         let mut got_push = false;
-        loop {
-            match self.next_event(Duration::from_secs(5)) {
-                Some(ClientEvent::Push(p)) if &p.payload[..] == payload => got_push = true,
-                Some(ClientEvent::Ack { seq: s, code, .. }) if s == seq => {
-                    assert_eq!(code, ReasonCode::OK);
-                    assert!(got_push);
-                    return;
-                }
-                Some(_) => {}
-                None => panic!("no echo over TLS"),
-            }
-        }
+        while !support::echo_step(self.next_event(Duration::from_secs(5)), seq, payload, &mut got_push) {}
     }
 }
 
@@ -374,18 +363,7 @@ impl QuicClient {
         let seq = self.session.send(None, payload, Instant::now()).unwrap();
         self.flush().await;
         let mut got_push = false;
-        loop {
-            match self.next_event(Duration::from_secs(5)).await {
-                Some(ClientEvent::Push(p)) if &p.payload[..] == payload => got_push = true,
-                Some(ClientEvent::Ack { seq: s, code, .. }) if s == seq => {
-                    assert_eq!(code, ReasonCode::OK);
-                    assert!(got_push);
-                    return;
-                }
-                Some(_) => {}
-                None => panic!("no echo over QUIC"),
-            }
-        }
+        while !support::echo_step(self.next_event(Duration::from_secs(5)).await, seq, payload, &mut got_push) {}
     }
 
     /// Reads until the server's Close; its reason, and the QUIC close code that followed.

@@ -170,19 +170,24 @@ impl TestClient {
     pub fn echo(&mut self, payload: &[u8]) {
         let seq = self.send(None, payload);
         let mut got_push = false;
-        loop {
-            match self.next_event(Duration::from_secs(5)) {
-                Some(ClientEvent::Push(push)) if &push.payload[..] == payload => got_push = true,
-                Some(ClientEvent::Ack { seq: s, code, .. }) if s == seq => {
-                    assert_eq!(code, ReasonCode::OK);
-                    assert!(got_push, "the echo Push comes before the Ack");
-                    return;
-                }
-                Some(_) => {}
-                None => panic!("no echo for seq {seq}"),
-            }
-        }
+        while !echo_step(self.next_event(Duration::from_secs(5)), seq, payload, &mut got_push) {}
     }
+}
+
+/// One event of an echo round trip of `seq`: notes the echoed Push, and returns true at its
+/// Ack, which must be ok and come after the Push. Panics when no event came.
+pub fn echo_step(event: Option<ClientEvent>, seq: u64, payload: &[u8], got_push: &mut bool) -> bool {
+    match event {
+        Some(ClientEvent::Push(push)) if &push.payload[..] == payload => *got_push = true,
+        Some(ClientEvent::Ack { seq: s, code, .. }) if s == seq => {
+            assert_eq!(code, ReasonCode::OK);
+            assert!(*got_push, "the echo Push comes before the Ack");
+            return true;
+        }
+        Some(_) => {}
+        None => panic!("no echo for seq {seq}"),
+    }
+    false
 }
 
 /// Reads raw frames from `stream` until EOF; returns the frames decoded.

@@ -53,6 +53,9 @@ pub struct ClusterArgs {
     pub threads: usize,
     #[arg(long)]
     pub quiet: bool,
+    /// Print one JSON object with every figure instead of the summary.
+    #[arg(long)]
+    pub json: bool,
 }
 
 fn node_config(i: usize, redis: &str, backends: &[std::net::SocketAddr], args: &ClusterArgs) -> String {
@@ -125,6 +128,12 @@ pub fn run(args: &ClusterArgs) -> std::io::Result<Value> {
     let redis_rss = rss(&[redis.pid()]);
     let backend_rss = rss(&backends.iter().map(BackendChild::pid).collect::<Vec<_>>());
     let registry_keys = registry_size(&url);
+    // The rest of the hold, then the connections close (the workload's own end is a bound
+    // sized for a slow ramp).
+    while hold_start.elapsed() < Duration::from_secs(args.hold) && !control::stopping() {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    control::request_stop();
     let stats = load.join().unwrap_or_default();
     let per = |kib: u64| kib as f64 * 1024.0 / held.max(1) as f64;
     let out = json!({

@@ -202,6 +202,32 @@ fn report(value: &Value, json: bool) {
             get("ms_to_all"),
             get("errors")
         ),
+        "cluster" => {
+            println!(
+                "{} connections over {} nodes: {} held at measurement (all up: {}), {:.0} logins/s, login us {}; errors {}",
+                get("connections"),
+                get("nodes"),
+                get("held_at_measurement"),
+                get("all_up"),
+                get("connect_rate_per_s").as_f64().unwrap_or(0.0),
+                p("login_us"),
+                get("errors")
+            );
+            println!(
+                "gateways rss {} KiB: {:.0} user bytes per connection; kernel slab {:.0} bytes per connection (both ends); redis {} KiB for {} keys",
+                get("gateway_rss_kib"),
+                get("gateway_user_bytes_per_conn").as_f64().unwrap_or(0.0),
+                get("slab_bytes_per_conn_both_ends").as_f64().unwrap_or(0.0),
+                get("redis_rss_kib"),
+                get("registry_keys")
+            );
+            println!(
+                "trickle: {} Sends acked, round trip us {}; {:.0} s in all",
+                get("trickle_sends_acked"),
+                p("trickle_rtt_us"),
+                get("seconds_total").as_f64().unwrap_or(0.0)
+            );
+        }
         _ => println!("{value}"),
     }
 }
@@ -268,7 +294,7 @@ fn main() -> ExitCode {
             }
             Cmd::Cluster(args) => {
                 let out = cluster::run(&args)?;
-                report(&out, true);
+                report(&out, args.json);
             }
             Cmd::Agent => fleet::agent_main()?,
             Cmd::EchoServer { listen, threads } => {

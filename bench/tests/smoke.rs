@@ -305,6 +305,7 @@ fn cluster_starts_everything_and_cleans_up() {
             "--send-every",
             "1",
             "--quiet",
+            "--json",
         ],
         Duration::from_secs(60),
     );

@@ -24,6 +24,7 @@ both_drivers!(
     tls_client_authenticates_pings_sends_and_receives,
     tls_refuses_a_wrong_alpn_and_plain_text,
     tls_certificates_reload_without_dropping_connections,
+    tls_1_2_only_when_configured,
     quic_client_authenticates_pings_sends_and_receives,
     quic_thousand_connections_each_round_trip,
     quic_silent_client_is_closed_by_idle_timeout,
@@ -82,9 +83,17 @@ fn roots(cert_pem: &[u8]) -> rustls::RootCertStore {
 }
 
 fn client_tls(cert_pem: &[u8], alpn: &[u8]) -> Arc<rustls::ClientConfig> {
+    client_tls_versions(cert_pem, alpn, &[&rustls::version::TLS13])
+}
+
+fn client_tls_versions(
+    cert_pem: &[u8],
+    alpn: &[u8],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
+        .with_protocol_versions(versions)
         .unwrap()
         .with_root_certificates(roots(cert_pem))
         .with_no_client_auth();
@@ -103,10 +112,14 @@ struct TlsClient {
 
 impl TlsClient {
     fn connect(addr: SocketAddr, cert_pem: &[u8], alpn: &[u8], user: &str) -> std::io::Result<TlsClient> {
+        TlsClient::connect_with(addr, client_tls(cert_pem, alpn), user)
+    }
+
+    fn connect_with(addr: SocketAddr, config: Arc<rustls::ClientConfig>, user: &str) -> std::io::Result<TlsClient> {
         let tcp = TcpStream::connect(addr)?;
         tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
-        let conn = rustls::ClientConnection::new(client_tls(cert_pem, alpn), "localhost".try_into().unwrap())
-            .map_err(std::io::Error::other)?;
+        let conn =
+            rustls::ClientConnection::new(config, "localhost".try_into().unwrap()).map_err(std::io::Error::other)?;
         let mut stream = rustls::StreamOwned::new(conn, tcp);
         // Complete the handshake now so its failures show here.
         while stream.conn.is_handshaking() {
@@ -255,6 +268,26 @@ fn tls_certificates_reload_without_dropping_connections(driver: IoDriver) {
     assert!(restart.iter().any(|k| k.starts_with("tls")), "{restart:?}");
     let mut after = TlsClient::connect(addr, &new_cert, ALPN, "ivan").unwrap();
     after.login();
+}
+
+fn tls_1_2_only_when_configured(driver: IoDriver) {
+    let tls12 = [&rustls::version::TLS12];
+    // The default is TLS 1.3 only: a TLS 1.2-only client is refused.
+    let strict = node(driver);
+    let addr = strict.gateway.tls_addr().unwrap();
+    let err = TlsClient::connect_with(addr, client_tls_versions(&strict.cert, ALPN, &tls12), "old").err();
+    assert!(err.is_some(), "TLS 1.2 accepted by a TLS 1.3-only node");
+    // With versions = ["1.2", "1.3"] the same client gets in and talks the protocol.
+    let lenient = node_with(driver, |c| {
+        if let Some(tls) = c.tls.as_mut() {
+            tls.versions = TlsVersions::Tls12And13;
+        }
+    });
+    let addr = lenient.gateway.tls_addr().unwrap();
+    let mut old = TlsClient::connect_with(addr, client_tls_versions(&lenient.cert, ALPN, &tls12), "old").unwrap();
+    assert_eq!(old.stream.conn.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_2));
+    old.login();
+    old.echo(b"over TLS 1.2");
 }
 
 // ---------------------------------------------------------------------------------------

@@ -171,14 +171,33 @@ impl Drop for Running {
     fn drop(&mut self) {
         match self {
             Running::Proxy { child, dir, .. } => {
-                let _ = child.kill();
-                let _ = child.wait();
+                stop_tree(child);
                 let _ = std::fs::remove_dir_all(dir);
             }
             Running::Secure(_, _, dir) => {
                 let _ = std::fs::remove_dir_all(dir);
             }
             _ => {}
+        }
+    }
+}
+
+/// Stops a proxy and its workers: SIGTERM to the parent (nginx's master then stops its
+/// workers; killing the master outright would orphan them, still listening), up to 5 s
+/// for it to exit, then SIGKILL for whatever is left.
+fn stop_tree(child: &mut Child) {
+    let workers = children_of(child.id());
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let exited = crate::run::wait_for(Duration::from_secs(5), || matches!(child.try_wait(), Ok(Some(_))));
+    if !exited {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    for pid in workers {
+        if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            // SAFETY: kill(2) on a worker of the proxy we started (still its process).
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
         }
     }
 }

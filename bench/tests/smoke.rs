@@ -250,8 +250,20 @@ fn storm_of_a_killed_node_moves_its_clients() {
     assert!(v["ms_to_99pct"].is_u64(), "{v}");
 }
 
+/// Processes whose command line starts with `prefix` (nginx names its workers
+/// "nginx: worker process").
+fn processes_named(prefix: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .filter(|c| c.starts_with(prefix.as_bytes()))
+        .count()
+}
+
 #[test]
 fn compare_runs_every_peer_and_prints_ratios() {
+    let nginx_before = processes_named("nginx");
+    let haproxy_before = processes_named("haproxy");
     let v = bench(
         &[
             "compare",
@@ -282,6 +294,9 @@ fn compare_runs_every_peer_and_prints_ratios() {
     }
     let nginx = &v["summary"]["nginx"]["acked_per_s"];
     assert!((nginx["vs_nginx"].as_f64().unwrap() - 1.0).abs() < 1e-9);
+    // Teardown is the tool's job: no nginx master or worker, no HAProxy left behind.
+    assert_eq!(processes_named("nginx"), nginx_before, "nginx processes left behind");
+    assert_eq!(processes_named("haproxy"), haproxy_before, "haproxy processes left behind");
     assert!(v["summary"]["ringgate-io_uring"]["acked_per_s"]["vs_direct"].as_f64().unwrap() > 0.0);
 }
 

@@ -303,14 +303,12 @@ fn start_secure(peer: Peer, args: &CompareArgs, backends: &[std::net::SocketAddr
         return Err(std::io::Error::other("ringgate cert failed"));
     }
     let port = free_port()?;
-    let list: Vec<String> = backends.iter().map(|b| format!("\"{b}\"")).collect();
-    let text = format!(
-        "[listen]\ntcp = \"127.0.0.1:0\"\ntls = \"127.0.0.1:{port}\"\nquic = \"127.0.0.1:{port}\"\n\
-         [io]\ndriver = \"io_uring\"\nworkers = {workers}\n[limits]\nmax_in_flight = 256\n[auth]\nmode = \"none\"\n\
-         [tls]\ncert = \"{dir}/cert.pem\"\nkey = \"{dir}/key.pem\"\n[backend]\naddresses = [{backends}]\nwindow = 16384\n",
-        workers = args.workers,
-        dir = dir.display(),
-        backends = list.join(", "),
+    let text = crate::gateway::bench_config(
+        "io_uring",
+        args.workers,
+        backends,
+        &format!("tls = \"127.0.0.1:{port}\"\nquic = \"127.0.0.1:{port}\"\n"),
+        &format!("[tls]\ncert = \"{dir}/cert.pem\"\nkey = \"{dir}/key.pem\"\n", dir = dir.display()),
     );
     let gw = GatewayChild::start(&args.gateway, peer.name(), &text)?;
     Ok(Running::Secure(gw, std::net::SocketAddr::from(([127, 0, 0, 1], port)), dir))

@@ -189,8 +189,11 @@ impl Conn {
         self.shared.borrow_mut().session.handle_timeout(now);
     }
 
-    fn poll_timeout(&self) -> Option<Instant> {
-        self.shared.borrow().session.poll_timeout()
+    /// When a workload waiting for input must look again: the session's next timer (a
+    /// heartbeat is due), the end of the run, or 200 ms from `now` to notice Ctrl-C.
+    fn wake_at(&self, now: Instant, until: Instant) -> Instant {
+        let timer = self.shared.borrow().session.poll_timeout();
+        timer.unwrap_or(until).min(until).min(now + Duration::from_millis(200))
     }
 
     fn state(&self) -> ClientState {
@@ -305,8 +308,7 @@ async fn idle(
             let _ = conn.send(None, &[0x5a; 32], now);
             next_send = Some(at + every);
         }
-        // Wake at least every 200 ms to notice Ctrl-C.
-        let mut wake = conn.poll_timeout().unwrap_or(until).min(until).min(now + Duration::from_millis(200));
+        let mut wake = conn.wake_at(now, until);
         if let Some(at) = next_send {
             wake = wake.min(at);
         }
@@ -416,7 +418,7 @@ async fn receive(
         if now >= until || control::stopping() {
             return Ok(());
         }
-        let wake = conn.poll_timeout().unwrap_or(until).min(until).min(now + Duration::from_millis(200));
+        let wake = conn.wake_at(now, until);
         if !conn.read_until(wake).await? {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
@@ -527,7 +529,7 @@ async fn hold(conn: &mut Conn, until: Instant, drop_at: Option<Instant>) -> Held
         if drop_at.is_some_and(|d| now >= d) {
             return Held::Dropped;
         }
-        let mut wake = conn.poll_timeout().unwrap_or(until).min(until).min(now + Duration::from_millis(200));
+        let mut wake = conn.wake_at(now, until);
         if let Some(d) = drop_at {
             wake = wake.min(d);
         }

@@ -15,36 +15,19 @@ pub struct GatewayChild {
 }
 
 impl GatewayChild {
-    /// Starts `binary run` with `driver` and `workers`, auth off, on an ephemeral loopback
-    /// port; Sends go to `backend` over TCP links, or to the embedded backend when `None`.
+    /// Starts `binary run` with [`bench_config`] on an ephemeral loopback port.
     pub fn spawn(binary: &Path, driver: &str, workers: usize, backends: &[SocketAddr]) -> io::Result<GatewayChild> {
-        let backend = if backends.is_empty() {
-            String::new()
-        } else {
-            let list: Vec<String> = backends.iter().map(|b| format!("\"{b}\"")).collect();
-            format!("[backend]\naddresses = [{}]\nwindow = 16384\n", list.join(", "))
-        };
-        let text = format!(
-            "[listen]\ntcp = \"127.0.0.1:0\"\n[io]\ndriver = \"{driver}\"\nworkers = {workers}\n\
-             [limits]\nmax_in_flight = 256\n[auth]\nmode = \"none\"\n{backend}"
-        );
-        GatewayChild::start(binary, driver, &text)
+        GatewayChild::start(binary, driver, &bench_config(driver, workers, backends, "", ""))
     }
 
     /// Starts `binary run` with the config `text` (named `name` in the temp directory).
     pub fn start(binary: &Path, name: &str, text: &str) -> io::Result<GatewayChild> {
         let config = std::env::temp_dir().join(format!("ringgate-bench-{}-{name}.toml", std::process::id()));
         std::fs::write(&config, text)?;
-        let mut child = Command::new(binary)
-            .args(["run", "--config"])
-            .arg(&config)
-            .env("RINGGATE_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        let (addr, got) = wait_for_line(&mut child, "listening")?;
-        let addr = addr.and_then(|a| a.parse().ok()).ok_or_else(|| io::Error::other("no addr in log"))?;
-        Ok(GatewayChild { child, addr, driver: got.unwrap_or_default(), config })
+        let mut cmd = Command::new(binary);
+        cmd.args(["run", "--config"]).arg(&config);
+        let (child, addr, driver) = spawn_logged(cmd, "listening")?;
+        Ok(GatewayChild { child, addr, driver: driver.unwrap_or_default(), config })
     }
 
     pub fn pid(&self) -> u32 {
@@ -56,6 +39,23 @@ impl GatewayChild {
         // SAFETY: kill(2) on our own child's pid.
         unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
     }
+}
+
+/// A benchmark node's config: `driver` and `workers`, auth off, 256 Sends in flight, TCP on an
+/// ephemeral loopback port plus `more_listen` lines of `[listen]`; Sends go to `backends` over
+/// TCP links (window 16,384), or to the embedded backend when there are none; `more` is
+/// appended (further sections).
+pub fn bench_config(driver: &str, workers: usize, backends: &[SocketAddr], more_listen: &str, more: &str) -> String {
+    let backend = if backends.is_empty() {
+        String::new()
+    } else {
+        let list: Vec<String> = backends.iter().map(|b| format!("\"{b}\"")).collect();
+        format!("[backend]\naddresses = [{}]\nwindow = 16384\n", list.join(", "))
+    };
+    format!(
+        "[listen]\ntcp = \"127.0.0.1:0\"\n{more_listen}[io]\ndriver = \"{driver}\"\nworkers = {workers}\n\
+         [limits]\nmax_in_flight = 256\n[auth]\nmode = \"none\"\n{backend}{more}"
+    )
 }
 
 /// A reference backend child (`ringgate reference-backend`); killed on drop.
@@ -72,15 +72,9 @@ impl BackendChild {
 
     /// A reference backend with extra arguments (like `--redis URL`).
     pub fn spawn_with(binary: &Path, extra: &[&str]) -> io::Result<BackendChild> {
-        let mut child = Command::new(binary)
-            .args(["reference-backend", "--listen", "127.0.0.1:0", "--id", "bench", "--window", "16384"])
-            .args(extra)
-            .env("RINGGATE_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        let (addr, _) = wait_for_line(&mut child, "reference backend listening")?;
-        let addr = addr.and_then(|a| a.parse().ok()).ok_or_else(|| io::Error::other("no addr in log"))?;
+        let mut cmd = Command::new(binary);
+        cmd.args(["reference-backend", "--listen", "127.0.0.1:0", "--id", "bench", "--window", "16384"]).args(extra);
+        let (child, addr, _) = spawn_logged(cmd, "reference backend listening")?;
         Ok(BackendChild { child, addr })
     }
 }
@@ -100,13 +94,9 @@ pub struct EchoChild {
 
 impl EchoChild {
     pub fn spawn(threads: usize) -> io::Result<EchoChild> {
-        let mut child = Command::new(std::env::current_exe()?)
-            .args(["echo-server", "--listen", "127.0.0.1:0", "--threads", &threads.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        let (addr, _) = wait_for_line(&mut child, "echo server listening")?;
-        let addr = addr.and_then(|a| a.parse().ok()).ok_or_else(|| io::Error::other("no addr in log"))?;
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.args(["echo-server", "--listen", "127.0.0.1:0", "--threads", &threads.to_string()]);
+        let (child, addr, _) = spawn_logged(cmd, "echo server listening")?;
         Ok(EchoChild { child, addr })
     }
 
@@ -127,6 +117,19 @@ impl Drop for BackendChild {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Spawns `cmd` (log level info, stderr piped) and waits for its log line containing
+/// `marker`; returns the child, that line's addr= field and its driver= field.
+fn spawn_logged(mut cmd: Command, marker: &str) -> io::Result<(Child, SocketAddr, Option<String>)> {
+    let mut child = cmd.env("RINGGATE_LOG", "info").stdout(Stdio::null()).stderr(Stdio::piped()).spawn()?;
+    let (addr, driver) = wait_for_line(&mut child, marker)?;
+    let Some(addr) = addr.and_then(|a| a.parse().ok()) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(io::Error::other(format!("no addr in the {marker:?} log line")));
+    };
+    Ok((child, addr, driver))
 }
 
 /// Reads a child's log to the line containing `marker`; returns its addr= and driver= fields

@@ -56,7 +56,11 @@ pub fn source_ip(i: usize, sources: usize) -> Option<std::net::IpAddr> {
 
 /// Connection `i`'s client config: user `u{i}`, device `d`, its own jitter seed.
 pub fn client_config(identity: &Identity, i: usize) -> ClientConfig {
-    let user = format!("u{i}");
+    client_config_for(identity, format!("u{i}"), i as u64 + 1)
+}
+
+/// The client config of `user` (device `d`), with a token when `identity` signs them.
+pub fn client_config_for(identity: &Identity, user: String, jitter_seed: u64) -> ClientConfig {
     let token = match identity {
         Identity::NoAuth => String::new(),
         Identity::Token { kid, secret } => {
@@ -67,7 +71,7 @@ pub fn client_config(identity: &Identity, i: usize) -> ClientConfig {
         }
     };
     let mut config = ClientConfig::new(token, user, "d");
-    config.jitter_seed = i as u64 + 1;
+    config.jitter_seed = jitter_seed;
     config
 }
 

@@ -279,17 +279,7 @@ fn drive_pushes(
         let stats = std::rc::Rc::new(std::cell::RefCell::new(RunStats::default()));
         let mut conns = Vec::new();
         for k in 0..DRIVERS {
-            let mut config = crate::run::client_config(&identity, 0);
-            config.user_id = format!("driver{k}");
-            if let Identity::Token { kid, secret } = &identity {
-                let claims = ringgate::auth::token::Claims {
-                    sub: config.user_id.clone(),
-                    dev: "d".into(),
-                    plat: "unspecified".into(),
-                    exp: unix_ms() / 1000 + 3600,
-                };
-                config.token = ringgate::auth::token::mint(kid, secret.as_bytes(), &claims);
-            }
+            let config = crate::run::client_config_for(&identity, format!("driver{k}"), 1);
             if let Ok(c) = conn::login(&connector, addr, None, config, &stats).await {
                 conns.push(c);
             }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use ringgate::transport::tls::{TlsSettings, TlsVersions};
 use ringgate::{Config, Gateway};
+use ringgate_bench::run::wait_for;
 use serde_json::Value;
 
 const BENCH: &str = env!("CARGO_BIN_EXE_ringgate-bench");
@@ -345,7 +346,7 @@ fn ctrl_c_stops_a_run_cleanly_with_what_it_measured() {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    assert!(wait(Duration::from_secs(10), || node.gateway.active_connections() == 30));
+    assert!(wait_for(Duration::from_secs(10), || node.gateway.active_connections() == 30));
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
     let out = child.wait_with_output().unwrap();
@@ -353,7 +354,7 @@ fn ctrl_c_stops_a_run_cleanly_with_what_it_measured() {
     assert!(started.elapsed() < Duration::from_secs(20), "stopped long before the 60 s hold");
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["authenticated"], 30, "{v}");
-    assert!(wait(Duration::from_secs(5), || node.gateway.active_connections() == 0), "connections closed");
+    assert!(wait_for(Duration::from_secs(5), || node.gateway.active_connections() == 0), "connections closed");
 }
 
 #[test]
@@ -363,15 +364,4 @@ fn ring_and_registry_report() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("moved"), "{}", String::from_utf8_lossy(&out.stdout));
     let out = Command::new(BENCH).args(["registry", "--logins", "2000", "--lookups", "100"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-}
-
-fn wait(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    cond()
 }

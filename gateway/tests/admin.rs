@@ -25,17 +25,6 @@ fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
     (status, body)
 }
 
-/// Sum of a metric's samples whose label set contains every `labels` pair.
-fn value(metrics: &str, name: &str, labels: &[&str]) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
-        .filter(|l| labels.iter().all(|kv| l.contains(kv)))
-        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
-        .sum()
-}
-
 #[test]
 fn metrics_health_and_drain() {
     let mut config = support::config(IoDriver::Auto);
@@ -61,26 +50,26 @@ fn metrics_health_and_drain() {
 
     let (status, m) = http(admin, "GET", "/metrics");
     assert_eq!(status, 200);
-    assert_eq!(value(&m, "ringgate_auth_total", &["result=\"ok\""]), 2.0, "{m}");
-    assert_eq!(value(&m, "ringgate_auth_total", &["result=\"auth_invalid\""]), 1.0);
-    assert_eq!(value(&m, "ringgate_connections_accepted_total", &["transport=\"tcp\""]), 3.0);
-    assert_eq!(value(&m, "ringgate_connections_active", &[]), 1.0);
-    assert_eq!(value(&m, "ringgate_connections_closed_total", &["reason=\"unknown_op\""]), 1.0);
-    assert_eq!(value(&m, "ringgate_connections_closed_total", &["reason=\"auth_invalid\""]), 1.0);
-    assert_eq!(value(&m, "ringgate_sends_total", &[]), 3.0);
-    assert_eq!(value(&m, "ringgate_acks_total", &["reason=\"ok\""]), 3.0);
-    assert_eq!(value(&m, "ringgate_send_ack_seconds_count", &[]), 3.0);
-    assert!(value(&m, "ringgate_frames_out_total", &["op=\"push\""]) >= 3.0);
-    assert!(value(&m, "ringgate_bytes_in_total", &[]) > 0.0);
-    assert_eq!(value(&m, "ringgate_frames_in_total", &["op=\"auth\""]), 3.0);
-    assert_eq!(value(&m, "ringgate_frames_in_total", &["op=\"send\""]), 3.0);
-    assert_eq!(value(&m, "ringgate_frames_out_total", &["op=\"auth_ok\""]), 2.0);
-    assert_eq!(value(&m, "ringgate_frames_out_total", &["op=\"auth_fail\""]), 1.0);
-    assert_eq!(value(&m, "ringgate_frames_out_total", &["op=\"ack\""]), 3.0);
-    assert!(value(&m, "ringgate_bytes_out_total", &[]) > 0.0);
-    assert_eq!(value(&m, "ringgate_info", &[&format!("driver=\"{}\"", gw.driver())]), 1.0);
-    assert_eq!(value(&m, "ringgate_build_info", &[]), 1.0);
-    assert_eq!(value(&m, "ringgate_ready", &[]), 1.0);
+    assert_eq!(metric_sum(&m, "ringgate_auth_total", &["result=\"ok\""]), 2.0, "{m}");
+    assert_eq!(metric_sum(&m, "ringgate_auth_total", &["result=\"auth_invalid\""]), 1.0);
+    assert_eq!(metric_sum(&m, "ringgate_connections_accepted_total", &["transport=\"tcp\""]), 3.0);
+    assert_eq!(metric_sum(&m, "ringgate_connections_active", &[]), 1.0);
+    assert_eq!(metric_sum(&m, "ringgate_connections_closed_total", &["reason=\"unknown_op\""]), 1.0);
+    assert_eq!(metric_sum(&m, "ringgate_connections_closed_total", &["reason=\"auth_invalid\""]), 1.0);
+    assert_eq!(metric_sum(&m, "ringgate_sends_total", &[]), 3.0);
+    assert_eq!(metric_sum(&m, "ringgate_acks_total", &["reason=\"ok\""]), 3.0);
+    assert_eq!(metric_sum(&m, "ringgate_send_ack_seconds_count", &[]), 3.0);
+    assert!(metric_sum(&m, "ringgate_frames_out_total", &["op=\"push\""]) >= 3.0);
+    assert!(metric_sum(&m, "ringgate_bytes_in_total", &[]) > 0.0);
+    assert_eq!(metric_sum(&m, "ringgate_frames_in_total", &["op=\"auth\""]), 3.0);
+    assert_eq!(metric_sum(&m, "ringgate_frames_in_total", &["op=\"send\""]), 3.0);
+    assert_eq!(metric_sum(&m, "ringgate_frames_out_total", &["op=\"auth_ok\""]), 2.0);
+    assert_eq!(metric_sum(&m, "ringgate_frames_out_total", &["op=\"auth_fail\""]), 1.0);
+    assert_eq!(metric_sum(&m, "ringgate_frames_out_total", &["op=\"ack\""]), 3.0);
+    assert!(metric_sum(&m, "ringgate_bytes_out_total", &[]) > 0.0);
+    assert_eq!(metric_sum(&m, "ringgate_info", &[&format!("driver=\"{}\"", gw.driver())]), 1.0);
+    assert_eq!(metric_sum(&m, "ringgate_build_info", &[]), 1.0);
+    assert_eq!(metric_sum(&m, "ringgate_ready", &[]), 1.0);
     assert!(!m.contains("alice") && !m.contains("127.0.0.1"), "no user or address labels");
 
     assert_eq!(http(admin, "GET", "/healthz").0, 200);

@@ -18,14 +18,6 @@ fn scrape(addr: std::net::SocketAddr) -> String {
     reply
 }
 
-fn sum(metrics: &str, name: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
-        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
-        .sum()
-}
-
 #[test]
 fn link_metrics_and_readiness() {
     let (mut backend, addr) = spawn_reference_backend("127.0.0.1:0", "be", &[]);
@@ -46,13 +38,14 @@ fn link_metrics_and_readiness() {
     let admin = gw.admin_addr().unwrap();
     assert!(eventually(Duration::from_secs(5), || {
         let m = scrape(admin);
-        sum(&m, "ringgate_backend_links_up") == 2.0 && sum(&m, "ringgate_backend_link_rtt_seconds_count") >= 2.0
+        metric_sum(&m, "ringgate_backend_links_up", &[]) == 2.0
+            && metric_sum(&m, "ringgate_backend_link_rtt_seconds_count", &[]) >= 2.0
     }));
     let m = scrape(admin);
-    assert_eq!(sum(&m, "ringgate_ring_size"), 2.0, "one backend, seen by each of 2 workers");
-    assert_eq!(sum(&m, "ringgate_ready"), 1.0);
+    assert_eq!(metric_sum(&m, "ringgate_ring_size", &[]), 2.0, "one backend, seen by each of 2 workers");
+    assert_eq!(metric_sum(&m, "ringgate_ready", &[]), 1.0);
     // The backend dies: links go down, the node stops being ready.
     backend.kill();
-    assert!(eventually(Duration::from_secs(5), || sum(&scrape(admin), "ringgate_backend_links_up") == 0.0));
-    assert_eq!(sum(&scrape(admin), "ringgate_ready"), 0.0);
+    assert!(eventually(Duration::from_secs(5), || metric_sum(&scrape(admin), "ringgate_backend_links_up", &[]) == 0.0));
+    assert_eq!(metric_sum(&scrape(admin), "ringgate_ready", &[]), 0.0);
 }

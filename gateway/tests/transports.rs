@@ -34,11 +34,7 @@ both_drivers!(
 
 /// The process-wide sum of a counter (tests run in parallel, so only lower bounds hold).
 fn metric(name: &str) -> f64 {
-    ringgate::metrics::render()
-        .lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
-        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
-        .sum()
+    support::metric_sum(&ringgate::metrics::render(), name, &[])
 }
 
 /// A gateway with TCP, TLS and QUIC listeners and a fresh self-signed certificate.

@@ -297,12 +297,11 @@ async fn quic_handshake(
     handshaking.set(handshaking.get().saturating_sub(1));
     let (conn, send, recv) = match opened {
         Ok(Ok(opened)) => opened,
-        Ok(Err(e)) => {
-            tracing::debug!(error = %e, "quic handshake failed");
-            worker.borrow().metrics.quic_failed.increment(1);
-            return;
-        }
-        Err(_) => {
+        failed => {
+            // A handshake error, or no stream within the auth timeout.
+            if let Ok(Err(e)) = failed {
+                tracing::debug!(error = %e, "quic handshake failed");
+            }
             worker.borrow().metrics.quic_failed.increment(1);
             return;
         }

@@ -130,9 +130,9 @@ impl Worker {
         if let Some(deadline) = session.poll_timeout() {
             self.timers.arm(id, deadline);
         }
+        let transport = io.transport() as usize;
         self.conns.insert(id, Box::new(Conn::new(session, io)));
         WorkerStats::inc(&self.stats.active);
-        let transport = self.conns.get(&id).map_or(0, |c| c.io.transport() as usize);
         self.metrics.accepted[transport].increment(1);
         self.metrics.active[transport].increment(1.0);
         Ok(id)

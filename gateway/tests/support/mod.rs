@@ -190,6 +190,17 @@ pub fn echo_step(event: Option<ClientEvent>, seq: u64, payload: &[u8], got_push:
     false
 }
 
+/// The sum of a Prometheus metric's samples (in the text `metrics`) whose label set contains
+/// every `labels` pair, like `result="ok"`.
+pub fn metric_sum(metrics: &str, name: &str, labels: &[&str]) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter(|l| labels.iter().all(|kv| l.contains(kv)))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+        .sum()
+}
+
 /// Reads raw frames from `stream` until EOF; returns the frames decoded.
 pub fn read_frames_to_eof(stream: &mut TcpStream, timeout: Duration) -> Vec<ClientFrame> {
     stream.set_read_timeout(Some(timeout)).unwrap();

@@ -141,8 +141,8 @@ async fn thread_load(spec: LoadSpec, t: usize, threads: usize, rate: u64) -> Run
     for task in tasks {
         let _ = task.await;
     }
-    if let Connector::Quic(endpoint) = &*connector {
-        endpoint.close(0u32.into(), b"done");
+    if let Ok(connector) = Rc::try_unwrap(connector) {
+        connector.finish().await;
     }
     Rc::try_unwrap(stats).map(RefCell::into_inner).unwrap_or_default()
 }

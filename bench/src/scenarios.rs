@@ -338,6 +338,10 @@ fn drive_pushes(
             }
             drain_acks(&mut conns, &mut result);
         }
+        for c in conns {
+            c.abort();
+        }
+        connector.finish().await;
         result
     })
 }

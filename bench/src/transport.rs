@@ -153,6 +153,17 @@ impl Connector {
         })
     }
 
+    /// Ends this thread's connections for good. For QUIC, closes the endpoint and waits (at
+    /// most 2 s) until the CONNECTION_CLOSE of every connection has left, so the gateway sees
+    /// the closes instead of waiting out its idle timeout (and retransmitting to a client
+    /// that is gone, which inflates its memory while it drains).
+    pub async fn finish(self) {
+        if let Connector::Quic(endpoint) = self {
+            endpoint.close(0u32.into(), b"done");
+            let _ = compio::time::timeout(std::time::Duration::from_secs(2), endpoint.shutdown()).await;
+        }
+    }
+
     /// Connects to `addr` (from `source` when given, for TCP and TLS) and completes the TLS
     /// or QUIC handshake. Returns the two directions separately (a read is never cancelled,
     /// so it runs in a task of its own) and, for TLS, the rustls state both share.

@@ -26,6 +26,7 @@ both_drivers!(
     tls_certificates_reload_without_dropping_connections,
     tls_1_2_only_when_configured,
     quic_client_authenticates_pings_sends_and_receives,
+    quic_key_updates_keep_the_connection,
     quic_thousand_connections_each_round_trip,
     quic_silent_client_is_closed_by_idle_timeout,
     quic_garbage_flood_does_not_disturb_established_connections,
@@ -433,6 +434,28 @@ fn quic_client_authenticates_pings_sends_and_receives(driver: IoDriver) {
         assert_eq!(code, Some(u64::from(ReasonCode::NORMAL.0)));
     });
     assert!(node.gateway.closed_with(ReasonCode::NORMAL) >= 1);
+}
+
+/// The server lets go of rustls after the handshake and builds the next key phase's keys
+/// only when the peer first uses them (`transport::quic_tls`): key updates, several in a row,
+/// must still work in both directions.
+fn quic_key_updates_keep_the_connection(driver: IoDriver) {
+    let node = node(driver);
+    let addr = node.gateway.quic_addr().unwrap();
+    rt().block_on(async {
+        let mut client = QuicClient::connect(addr, &node.cert, "keys").await.unwrap();
+        client.login().await;
+        client.echo(b"phase 0").await;
+        for phase in 1..=3 {
+            // quinn ignores an update until the previous one's old keys are discarded (3 PTOs
+            // after the new phase is acknowledged).
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            client.conn.force_key_update();
+            client.echo(format!("phase {phase}").as_bytes()).await;
+            client.ping().await;
+        }
+    });
+    assert_eq!(node.gateway.active_connections(), 1);
 }
 
 fn quic_thousand_connections_each_round_trip(driver: IoDriver) {

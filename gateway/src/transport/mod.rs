@@ -9,6 +9,7 @@
 //! QUIC uses compio-quic endpoints on the workers' runtimes (see [`quic`]).
 
 pub mod quic;
+pub mod quic_tls;
 pub mod tls;
 
 use std::time::Duration;

@@ -175,8 +175,7 @@ pub fn server_config(
     idle: Duration,
     max_frame_len: usize,
 ) -> io::Result<ServerConfig> {
-    let crypto = compio_quic::crypto::rustls::QuicServerConfig::try_from(certs.quic.clone())
-        .map_err(|e| io::Error::other(format!("QUIC TLS config: {e}")))?;
+    let crypto = super::quic_tls::SlimServerConfig::new(certs.quic.clone())?;
     let mut config = ServerConfig::with_crypto(Arc::new(crypto));
     let mut transport = TransportConfig::default();
     let window = settings.receive_window.max(max_frame_len as u32 + 16);

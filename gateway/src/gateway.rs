@@ -410,7 +410,7 @@ impl Gateway {
 fn load_certs(
     config: &Config,
     settings: &crate::transport::tls::TlsSettings,
-) -> Result<(Arc<rustls::ServerConfig>, Option<compio_quic::ServerConfig>), String> {
+) -> Result<(Arc<rustls::ServerConfig>, Option<quinn_proto::ServerConfig>), String> {
     let certs = crate::transport::tls::Certs::load(settings)?;
     let quic = match config.listen_quic {
         Some(_) => {

@@ -6,26 +6,21 @@
 //! state and no buffer of ours. We drive rustls directly rather than through compio's TLS
 //! stream wrapper because that wrapper is an owned-buffer async stream: it would park a read
 //! with a buffer on every idle connection, which is what the plain TCP path avoids.
-//! QUIC uses compio-quic endpoints on the workers' runtimes (see [`quic`]).
+//! QUIC is quinn-proto driven by each worker itself (see [`quic`] and `worker::quic`).
 
 pub mod quic;
 pub mod quic_tls;
 pub mod tls;
 
-use std::time::Duration;
-
 use ringgate_codec::ReasonCode;
 
-use crate::worker::conn::{Io, QuicIo};
-
-/// How long a closing QUIC connection may take to deliver its last frames (the Close).
-const QUIC_LINGER: Duration = Duration::from_secs(2);
+use crate::worker::conn::Io;
 
 /// Lets go of a finished connection's transport. TCP: shutdown(2), which also completes any
 /// pending readiness op at once, so the fd is released even when cancelling that op is
 /// delayed, and the peer gets its FIN now. TLS: close_notify first. QUIC: the stream is
 /// finished and the connection closed with the reason code once the peer has the last bytes
-/// (or after [`QUIC_LINGER`]), in a task of its own.
+/// (or after a linger of 2 s), by the worker's QUIC endpoint.
 pub(crate) fn close(io: Io, reason: ReasonCode) {
     match io {
         Io::Tcp(fd) => {
@@ -38,21 +33,6 @@ pub(crate) fn close(io: Io, reason: ReasonCode) {
             while tls.wants_write() && tls.write_tls(&mut socket).is_ok_and(|n| n > 0) {}
             let _ = fd.shutdown(std::net::Shutdown::Both);
         }
-        Io::Quic(quic) => compio::runtime::spawn(linger(quic, reason)).detach(),
+        Io::Quic(quic) => quic.ep.borrow_mut().close(quic.key, reason, &quic.pending),
     }
-}
-
-async fn linger(mut quic: Box<QuicIo>, reason: ReasonCode) {
-    let QuicIo { conn, send, pending, .. } = &mut *quic;
-    let _ = compio::time::timeout(QUIC_LINGER, async {
-        if !pending.is_empty() {
-            let (result, _) = compio::io::AsyncWriteExt::write_all(send, pending.clone()).await.into();
-            result?;
-        }
-        send.finish().map_err(std::io::Error::other)?;
-        let _ = send.stopped().await;
-        Ok::<_, std::io::Error>(())
-    })
-    .await;
-    conn.close(compio_quic::VarInt::from_u32(reason.0), b"");
 }

@@ -1,4 +1,5 @@
-//! QUIC on the workers: one UDP socket and one compio-quic endpoint per worker.
+//! QUIC on the workers: one UDP socket and one quinn-proto endpoint per worker, driven by
+//! the worker (`worker::quic`).
 //!
 //! # Which worker gets a packet
 //!
@@ -37,7 +38,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use compio_quic::{EndpointConfig, IdleTimeout, ServerConfig, TransportConfig, VarInt};
+use quinn_proto::{EndpointConfig, IdleTimeout, ServerConfig, TransportConfig, VarInt};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::tls::Certs;
@@ -139,14 +140,14 @@ impl WorkerCid {
     }
 }
 
-impl compio_quic::ConnectionIdGenerator for WorkerCid {
-    fn generate_cid(&mut self) -> compio_quic::ConnectionId {
+impl quinn_proto::ConnectionIdGenerator for WorkerCid {
+    fn generate_cid(&mut self) -> quinn_proto::ConnectionId {
         let mut bytes = [0u8; CID_LEN];
         bytes[0] = self.worker;
         // The OS random source does not fail on Linux; a zero tail would still be a valid,
         // correctly steered CID.
         let _ = ring::rand::SecureRandom::fill(&self.rng, &mut bytes[1..]);
-        compio_quic::ConnectionId::new(&bytes)
+        quinn_proto::ConnectionId::new(&bytes)
     }
 
     fn cid_len(&self) -> usize {
@@ -211,7 +212,7 @@ pub fn reset_key(settings: &QuicSettings) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use compio_quic::ConnectionIdGenerator;
+    use quinn_proto::ConnectionIdGenerator;
 
     #[test]
     fn cids_carry_the_worker_and_differ() {

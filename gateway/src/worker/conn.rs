@@ -5,13 +5,12 @@
 //! on io_uring, an epoll registration on the fallback), then the worker reads into its one
 //! shared buffer. Only a partial frame is copied into the connection's own `input`. A TLS
 //! connection works the same way with rustls in between (ciphertext in, plaintext out). A
-//! QUIC connection's stream is polled directly: compio-quic wakes the task when stream data
-//! arrives, and the data is handed over as reference-counted chunks without a copy.
+//! QUIC connection reads and writes its stream through the worker's endpoint
+//! (`worker::quic`), whose driver wakes the task when stream data arrives or room frees up.
 
 use std::cell::RefCell;
-use std::future::{Future, poll_fn};
+use std::future::poll_fn;
 use std::io::{self, Read, Write};
-use std::pin::pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
@@ -52,11 +51,11 @@ pub(crate) struct TlsIo {
     pub tls: rustls::ServerConnection,
 }
 
-/// A QUIC connection and the one bidirectional stream that carries the client protocol.
+/// A QUIC connection of the worker's endpoint, whose one bidirectional stream carries the
+/// client protocol.
 pub(crate) struct QuicIo {
-    pub conn: compio_quic::Connection,
-    pub send: compio_quic::SendStream,
-    pub recv: compio_quic::RecvStream,
+    pub ep: super::quic::Shared,
+    pub key: super::quic::QuicKey,
     /// Output taken from the session and not yet accepted by the stream.
     pub pending: Bytes,
 }
@@ -78,11 +77,6 @@ impl Io {
             Io::Quic(_) => None,
         }
     }
-}
-
-/// Polls a cancel-safe future once.
-fn poll_once<F: Future>(cx: &mut Context<'_>, fut: F) -> Poll<F::Output> {
-    pin!(fut).poll(cx)
 }
 
 /// Who is on an authenticated connection.
@@ -209,15 +203,14 @@ fn flush_quic(
             }
             quic.pending = std::mem::take(session.output()).freeze();
         }
-        let chunk = quic.pending.clone();
-        match poll_once(cx, compio::io::AsyncWrite::write(&mut quic.send, chunk)) {
-            Poll::Ready(compio::BufResult(Ok(n), _)) if n > 0 => {
+        let wrote = quic.ep.borrow_mut().write(quic.key, &quic.pending, cx)?;
+        match wrote {
+            Some(n) if n > 0 => {
                 quic.pending.advance(n);
                 written += n;
             }
-            Poll::Ready(compio::BufResult(Ok(_), _)) => return Err(io::ErrorKind::WriteZero.into()),
-            Poll::Ready(compio::BufResult(Err(e), _)) => return Err(e),
-            Poll::Pending => {
+            Some(_) => return Err(io::ErrorKind::WriteZero.into()),
+            None => {
                 *want_write = true;
                 return Ok(written);
             }
@@ -291,15 +284,18 @@ impl Conn {
                     }
                 }
             }
-            Io::Quic(quic) => match poll_once(cx, quic.recv.read_chunk(usize::MAX, true)) {
-                Poll::Ready(Ok(Some(chunk))) => {
-                    let bufs = self.bufs.get_or_insert_with(Box::default);
-                    bufs.input.extend_from_slice(&chunk.bytes);
-                    return ReadOutcome::Data(chunk.bytes.len());
+            Io::Quic(quic) => {
+                let got = quic.ep.borrow_mut().read(quic.key, cx);
+                match got {
+                    super::quic::QuicRead::Data(bytes) => {
+                        let bufs = self.bufs.get_or_insert_with(Box::default);
+                        bufs.input.extend_from_slice(&bytes);
+                        return ReadOutcome::Data(bytes.len());
+                    }
+                    super::quic::QuicRead::WouldBlock => return ReadOutcome::WouldBlock,
+                    super::quic::QuicRead::Gone => return ReadOutcome::Gone,
                 }
-                Poll::Ready(_) => return ReadOutcome::Gone,
-                Poll::Pending => return ReadOutcome::WouldBlock,
-            },
+            }
         };
         let bufs = self.bufs.get_or_insert_with(Box::default);
         bufs.input.extend_from_slice(buf.get(..n).unwrap_or_default());

@@ -5,6 +5,7 @@
 pub(crate) mod conn;
 mod downstream;
 pub(crate) mod link;
+pub(crate) mod quic;
 pub(crate) mod state;
 pub mod stats;
 mod tcp_link;
@@ -83,7 +84,7 @@ pub enum WorkerMsg {
 #[derive(Debug)]
 pub struct NewCerts {
     pub tls: Arc<rustls::ServerConfig>,
-    pub quic: Option<compio_quic::ServerConfig>,
+    pub quic: Option<quinn_proto::ServerConfig>,
 }
 
 /// Everything a worker thread starts from.
@@ -146,7 +147,7 @@ pub(crate) fn run(setup: WorkerSetup, started: std::sync::mpsc::Sender<io::Resul
         if let Some(addrs) = links.static_addrs() {
             links.apply(&worker, &addrs);
         }
-        let mut accepting = Accepting { tasks: Vec::new(), quic: None, draining: false };
+        let mut accepting = Accepting { tasks: Vec::new(), quic: None, quic_driver: None, draining: false };
         accepting.tasks.push(compio::runtime::spawn(accept_loop(worker.clone(), listener, false)));
         if let Some(tls) = setup.tls_listener {
             match TcpListener::from_std(tls) {
@@ -155,9 +156,10 @@ pub(crate) fn run(setup: WorkerSetup, started: std::sync::mpsc::Sender<io::Resul
             }
         }
         if let (Some(socket), Some(server)) = (setup.quic_socket, setup.certs.and_then(|c| c.quic)) {
-            match quic_endpoint(&setup.config, setup.index, socket, server) {
+            match quic_endpoint(&setup.config, setup.index, socket, server, &worker) {
                 Ok(endpoint) => {
-                    accepting.tasks.push(compio::runtime::spawn(quic_accept_loop(worker.clone(), endpoint.clone())));
+                    let driver = quic::run(endpoint.clone(), worker.clone());
+                    accepting.quic_driver = Some(compio::runtime::spawn(driver));
                     accepting.quic = Some(endpoint);
                 }
                 Err(e) => tracing::error!(error = %e, "quic endpoint unusable"),
@@ -169,11 +171,16 @@ pub(crate) fn run(setup: WorkerSetup, started: std::sync::mpsc::Sender<io::Resul
         drop(ticks);
         drop(links);
         worker.borrow_mut().close_all(ReasonCode::SERVER_SHUTDOWN);
-        // QUIC closes wait for the client to have the Close frame; give them a moment.
+        // QUIC closes wait for the client to have the last frames; give them a moment.
         if let Some(endpoint) = accepting.quic.take() {
-            endpoint.set_server_config(None);
-            let _ = compio::time::timeout(std::time::Duration::from_secs(2), endpoint.shutdown()).await;
+            endpoint.borrow_mut().stop_accepting();
+            endpoint.borrow_mut().close_handshakes();
+            let deadline = Instant::now() + std::time::Duration::from_secs(3);
+            while endpoint.borrow().live() > 0 && Instant::now() < deadline {
+                compio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
         }
+        drop(accepting.quic_driver.take());
     });
 }
 
@@ -226,7 +233,10 @@ impl LinkTasks {
 /// A worker's accepting side: its accept tasks and its QUIC endpoint.
 struct Accepting {
     tasks: Vec<JoinHandle<()>>,
-    quic: Option<compio_quic::Endpoint>,
+    quic: Option<quic::Shared>,
+    /// The endpoint's driver runs until the worker has shut down (it carries the open
+    /// connections through a drain).
+    quic_driver: Option<JoinHandle<()>>,
     /// Draining: certificate reloads must not re-open the QUIC endpoint.
     draining: bool,
 }
@@ -238,14 +248,14 @@ impl Accepting {
         // the established connections and refuses new ones.
         self.tasks.clear();
         if let Some(endpoint) = &self.quic {
-            endpoint.set_server_config(None);
+            endpoint.borrow_mut().stop_accepting();
         }
     }
 
     fn reload(&mut self, worker: &Rc<RefCell<Worker>>, certs: NewCerts) {
         worker.borrow_mut().tls_config = Some(certs.tls);
         if let (Some(endpoint), Some(server), false) = (&self.quic, certs.quic, self.draining) {
-            endpoint.set_server_config(Some(server));
+            endpoint.borrow_mut().set_server_config(server);
         }
     }
 }
@@ -255,66 +265,21 @@ fn quic_endpoint(
     config: &Config,
     index: usize,
     socket: std::net::UdpSocket,
-    server: compio_quic::ServerConfig,
-) -> io::Result<compio_quic::Endpoint> {
-    let socket = compio::net::UdpSocket::from_std(socket)?;
+    server: quinn_proto::ServerConfig,
+    worker: &Rc<RefCell<Worker>>,
+) -> io::Result<quic::Shared> {
     let key = crate::transport::quic::reset_key(&config.quic);
     let endpoint_config = crate::transport::quic::endpoint_config(index, &key);
-    compio_quic::Endpoint::new(socket, endpoint_config, Some(server), None)
-}
-
-/// Accepts QUIC connections: each completes its handshake and opens its stream in a task of
-/// its own, within the auth timeout, and then becomes a connection of the worker like any.
-async fn quic_accept_loop(worker: Rc<RefCell<Worker>>, endpoint: compio_quic::Endpoint) {
-    let handshaking = Rc::new(std::cell::Cell::new(0usize));
-    while let Some(incoming) = endpoint.wait_incoming().await {
-        let refuse = {
-            let w = worker.borrow();
-            w.is_full() || handshaking.get() >= w.config.quic.max_handshakes
-        };
-        if refuse {
-            worker.borrow().metrics.quic_refused.increment(1);
-            incoming.refuse();
-            continue;
-        }
-        compio::runtime::spawn(quic_handshake(worker.clone(), incoming, handshaking.clone())).detach();
-    }
-}
-
-async fn quic_handshake(
-    worker: Rc<RefCell<Worker>>,
-    incoming: compio_quic::Incoming,
-    handshaking: Rc<std::cell::Cell<usize>>,
-) {
-    handshaking.set(handshaking.get() + 1);
-    let limit = worker.borrow().config.session.auth_timeout;
-    let opened = compio::time::timeout(limit, async {
-        let conn = incoming.accept()?.await?;
-        let (send, recv) = conn.accept_bi().await?;
-        Ok::<_, compio_quic::ConnectionError>((conn, send, recv))
-    })
-    .await;
-    handshaking.set(handshaking.get().saturating_sub(1));
-    let (conn, send, recv) = match opened {
-        Ok(Ok(opened)) => opened,
-        failed => {
-            // A handshake error, or no stream within the auth timeout.
-            if let Ok(Err(e)) = failed {
-                tracing::debug!(error = %e, "quic handshake failed");
-            }
-            worker.borrow().metrics.quic_failed.increment(1);
-            return;
-        }
-    };
-    let io = conn::Io::Quic(Box::new(conn::QuicIo { conn, send, recv, pending: bytes::Bytes::new() }));
-    let admitted = worker.borrow_mut().admit(io, Instant::now());
-    match admitted {
-        Ok(id) => compio::runtime::spawn(conn::run(worker.clone(), id)).detach(),
-        Err(conn::Io::Quic(quic)) => {
-            quic.conn.close(compio_quic::VarInt::from_u32(ReasonCode::SERVER_OVERLOADED.0), b"");
-        }
-        Err(_) => {}
-    }
+    let w = worker.borrow();
+    let metrics = quic::QuicMetrics { refused: w.metrics.quic_refused.clone(), failed: w.metrics.quic_failed.clone() };
+    quic::QuicEndpoint::new(
+        socket,
+        endpoint_config,
+        server,
+        config.quic.max_handshakes,
+        config.session.auth_timeout,
+        metrics,
+    )
 }
 
 async fn accept_loop(worker: Rc<RefCell<Worker>>, listener: TcpListener, tls: bool) {

@@ -31,6 +31,8 @@ both_drivers!(
     quic_silent_client_is_closed_by_idle_timeout,
     quic_garbage_flood_does_not_disturb_established_connections,
     quic_kick_and_go_away_behave_as_on_tcp,
+    quic_refuses_when_full_and_times_out_streamless_clients,
+    quic_shutdown_closes_with_its_reason,
 );
 
 /// The process-wide sum of a counter (tests run in parallel, so only lower bounds hold).
@@ -636,4 +638,57 @@ fn quic_kick_and_go_away_behave_as_on_tcp(driver: IoDriver) {
     let report = node.gateway.drain();
     assert!(quic_user.join().unwrap(), "no GoAway over QUIC");
     assert_eq!((report.connections, report.left_at_deadline), (1, 0));
+}
+
+/// A full node refuses a QUIC connection at once (CONNECTION_REFUSED, counted) rather than
+/// letting it time out; a client that completes the handshake but never opens its stream is
+/// closed at the auth timeout (counted as a failed handshake).
+fn quic_refuses_when_full_and_times_out_streamless_clients(driver: IoDriver) {
+    let full = node_with(driver, |c| c.max_connections = 0);
+    let refused_before = metric("ringgate_quic_refused_total");
+    rt().block_on(async {
+        let endpoint = quinn_endpoint(&full.cert);
+        let started = Instant::now();
+        let err = endpoint.connect(full.gateway.quic_addr().unwrap(), "localhost").unwrap().await.err();
+        assert!(
+            matches!(&err, Some(quinn::ConnectionError::ConnectionClosed(c))
+                if c.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED),
+            "{err:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(2), "refused at once");
+    });
+    assert!(metric("ringgate_quic_refused_total") >= refused_before + 1.0);
+
+    let node = node_with(driver, |c| c.session.auth_timeout = Duration::from_millis(400));
+    let failed_before = metric("ringgate_quic_handshake_failures_total");
+    rt().block_on(async {
+        let endpoint = quinn_endpoint(&node.cert);
+        let conn = endpoint.connect(node.gateway.quic_addr().unwrap(), "localhost").unwrap().await.unwrap();
+        // The handshake is done; the client never opens its stream.
+        let closed = tokio::time::timeout(Duration::from_secs(3), conn.closed()).await.expect("closed by the server");
+        match closed {
+            quinn::ConnectionError::ApplicationClosed(c) => {
+                assert_eq!(c.error_code.into_inner(), u64::from(ReasonCode::AUTH_TIMEOUT.0));
+            }
+            other => panic!("expected the auth timeout's close, got {other:?}"),
+        }
+    });
+    assert!(metric("ringgate_quic_handshake_failures_total") >= failed_before + 1.0);
+    assert_eq!(node.gateway.active_connections(), 0);
+}
+
+/// Stopping the node closes its QUIC connections with `server_shutdown`: the Close frame in
+/// the stream, then the QUIC close with the same code.
+fn quic_shutdown_closes_with_its_reason(driver: IoDriver) {
+    let Node { gateway, dir: _dir, cert } = node(driver);
+    let addr = gateway.quic_addr().unwrap();
+    rt().block_on(async {
+        let mut client = QuicClient::connect(addr, &cert, "stay").await.unwrap();
+        client.login().await;
+        let stopping = std::thread::spawn(move || gateway.shutdown());
+        let (reason, code) = client.closed(Duration::from_secs(5)).await;
+        assert_eq!(reason, Some(ReasonCode::SERVER_SHUTDOWN));
+        assert_eq!(code, Some(u64::from(ReasonCode::SERVER_SHUTDOWN.0)));
+        stopping.join().unwrap();
+    });
 }

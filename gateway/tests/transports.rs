@@ -33,6 +33,7 @@ both_drivers!(
     quic_kick_and_go_away_behave_as_on_tcp,
     quic_refuses_when_full_and_times_out_streamless_clients,
     quic_shutdown_closes_with_its_reason,
+    quic_handshakes_beyond_the_limit_wait_in_line,
 );
 
 /// The process-wide sum of a counter (tests run in parallel, so only lower bounds hold).
@@ -690,5 +691,33 @@ fn quic_shutdown_closes_with_its_reason(driver: IoDriver) {
         assert_eq!(reason, Some(ReasonCode::SERVER_SHUTDOWN));
         assert_eq!(code, Some(u64::from(ReasonCode::SERVER_SHUTDOWN.0)));
         stopping.join().unwrap();
+    });
+}
+
+/// With two handshake slots per worker, 100 clients connecting at once all get in: the rest
+/// wait in line for a slot instead of being refused.
+fn quic_handshakes_beyond_the_limit_wait_in_line(driver: IoDriver) {
+    const N: usize = 100;
+    let node = node_with(driver, |c| c.quic.max_handshakes = 2);
+    let addr = node.gateway.quic_addr().unwrap();
+    rt().block_on(async {
+        let endpoint = quinn_endpoint(&node.cert);
+        let tasks: Vec<_> = (0..N)
+            .map(|i| {
+                let endpoint = endpoint.clone();
+                tokio::spawn(async move {
+                    let mut c = QuicClient::connect_on(&endpoint, addr, &format!("line{i}")).await?;
+                    c.login().await;
+                    Ok::<_, String>(c)
+                })
+            })
+            .collect();
+        let mut clients = Vec::new();
+        for task in tasks {
+            clients.push(task.await.unwrap());
+        }
+        let failed: Vec<_> = clients.iter().filter_map(|c| c.as_ref().err()).collect();
+        assert!(failed.is_empty(), "{} of {N} failed: {:?}", failed.len(), failed.first());
+        assert!(eventually_async(Duration::from_secs(2), || node.gateway.active_connections() == N as u64).await);
     });
 }

@@ -52,13 +52,13 @@ pub struct QuicSettings {
     pub receive_window: u32,
     /// Most unacknowledged bytes in flight to one client.
     pub send_window: u32,
-    /// Most handshakes being accepted at once per worker.
+    /// Most handshakes run at once per worker; more wait in line (`worker::quic`).
     pub max_handshakes: usize,
 }
 
 impl Default for QuicSettings {
     fn default() -> Self {
-        QuicSettings { reset_key: None, receive_window: 128 * 1024, send_window: 256 * 1024, max_handshakes: 4096 }
+        QuicSettings { reset_key: None, receive_window: 128 * 1024, send_window: 256 * 1024, max_handshakes: 256 }
     }
 }
 

@@ -179,8 +179,11 @@ pub(crate) fn run(setup: WorkerSetup, started: std::sync::mpsc::Sender<io::Resul
             while endpoint.borrow().live() > 0 && Instant::now() < deadline {
                 compio::time::sleep(std::time::Duration::from_millis(10)).await;
             }
+            endpoint.borrow_mut().stop();
+            if let Some(driver) = accepting.quic_driver.take() {
+                let _ = compio::time::timeout(std::time::Duration::from_secs(1), driver).await;
+            }
         }
-        drop(accepting.quic_driver.take());
     });
 }
 

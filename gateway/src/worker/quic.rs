@@ -45,6 +45,8 @@ pub(crate) type Shared = Rc<RefCell<QuicEndpoint>>;
 const RECV_BUDGET: usize = 256;
 /// Largest UDP payload.
 const MAX_DATAGRAM: usize = 65_527;
+/// New connections that may wait for a handshake slot, per slot.
+const WAITING_PER_SLOT: usize = 32;
 /// How long a closing connection may take to deliver its last bytes before it is closed.
 const LINGER: Duration = Duration::from_secs(2);
 
@@ -139,9 +141,13 @@ pub(crate) struct QuicEndpoint {
     driver: Option<Waker>,
     /// Handshakes whose stream is open, for the driver to hand to the worker.
     ready: Vec<QuicKey>,
+    /// New connections waiting for a handshake slot (see [`QuicEndpoint::incoming`]).
+    waiting: VecDeque<(quinn_proto::Incoming, Instant)>,
     handshaking: usize,
     generation: u32,
     accepting: bool,
+    /// Shutdown is over: the driver returns (its readiness wait on the socket ends with it).
+    stopped: bool,
     max_handshakes: usize,
     auth_timeout: Duration,
     metrics: QuicMetrics,
@@ -177,9 +183,11 @@ impl QuicEndpoint {
             buf: Vec::new(),
             driver: None,
             ready: Vec::new(),
+            waiting: VecDeque::new(),
             handshaking: 0,
             generation: 0,
             accepting: true,
+            stopped: false,
             max_handshakes,
             auth_timeout,
             metrics,
@@ -201,6 +209,11 @@ impl QuicEndpoint {
     /// another node).
     pub fn stop_accepting(&mut self) {
         self.accepting = false;
+        let mut buf = std::mem::take(&mut self.buf);
+        while let Some((incoming, _)) = self.waiting.pop_front() {
+            self.refuse(incoming, &mut buf);
+        }
+        self.buf = buf;
     }
 
     fn slot(&mut self, h: usize) -> Option<&mut Slot> {
@@ -320,6 +333,14 @@ impl QuicEndpoint {
         }
     }
 
+    /// Ends the driver task (after shutdown has given the connections their moment).
+    pub fn stop(&mut self) {
+        self.stopped = true;
+        if let Some(waker) = self.driver.take() {
+            waker.wake();
+        }
+    }
+
     /// Reads datagrams until the socket is empty or the budget is spent; true if spent.
     fn receive(&mut self, rx: &mut [u8], now: Instant, full: bool) -> bool {
         for _ in 0..RECV_BUDGET {
@@ -348,14 +369,48 @@ impl QuicEndpoint {
         true
     }
 
+    /// A new connection. At most `max_handshakes` handshakes run at once; more wait in line
+    /// (up to [`WAITING_PER_SLOT`] times as many, for at most the auth timeout) instead of
+    /// all running at once: in a reconnect storm thousands of concurrent handshakes would
+    /// each hold ~30 KB of handshake state for seconds, fragment the heap (RSS stays at the
+    /// peak) and time out together, where a line lets each finish quickly. A full or
+    /// draining node refuses at once, so the client tries another node.
     fn incoming(&mut self, incoming: quinn_proto::Incoming, now: Instant, full: bool, buf: &mut Vec<u8>) {
-        if full || !self.accepting || self.handshaking >= self.max_handshakes {
-            self.metrics.refused.increment(1);
-            buf.clear();
-            let transmit = self.inner.refuse(incoming, buf);
-            self.send(transmit.destination, &buf[..transmit.size]);
-            return;
+        if full || !self.accepting {
+            self.refuse(incoming, buf);
+        } else if self.handshaking < self.max_handshakes && self.waiting.is_empty() {
+            self.accept(incoming, now, buf);
+        } else if self.waiting.len() < self.max_handshakes.saturating_mul(WAITING_PER_SLOT) {
+            self.waiting.push_back((incoming, now));
+        } else {
+            self.refuse(incoming, buf);
         }
+    }
+
+    fn refuse(&mut self, incoming: quinn_proto::Incoming, buf: &mut Vec<u8>) {
+        self.metrics.refused.increment(1);
+        buf.clear();
+        let transmit = self.inner.refuse(incoming, buf);
+        self.send(transmit.destination, &buf[..transmit.size]);
+    }
+
+    /// Starts waiting handshakes while slots are free; refuses those that waited past the
+    /// auth timeout.
+    fn start_waiting(&mut self, now: Instant, full: bool) {
+        let mut buf = std::mem::take(&mut self.buf);
+        while self.handshaking < self.max_handshakes
+            && let Some((incoming, since)) = self.waiting.pop_front()
+        {
+            if full || !self.accepting || now.duration_since(since) >= self.auth_timeout {
+                self.refuse(incoming, &mut buf);
+            } else {
+                self.accept(incoming, now, &mut buf);
+            }
+        }
+        self.buf = buf;
+    }
+
+    fn accept(&mut self, incoming: quinn_proto::Incoming, now: Instant, buf: &mut Vec<u8>) {
         buf.clear();
         match self.inner.accept(incoming, now, buf, Some(self.server.clone())) {
             Ok((ch, conn)) => {
@@ -555,9 +610,8 @@ fn remember(slot: &mut Option<Waker>, cx: &Context<'_>) {
 /// The driver's wake-up for the earliest connection timer.
 type Timer = Pin<Box<dyn Future<Output = ()>>>;
 
-/// The driver task of a worker's endpoint; see the module docs. Returns when the endpoint
-/// has no connection left after [`QuicEndpoint::close_handshakes`] was called by shutdown,
-/// or never while the worker runs (the worker drops it).
+/// The driver task of a worker's endpoint; see the module docs. Runs until
+/// [`QuicEndpoint::stop`].
 pub(crate) async fn run(ep: Shared, worker: Rc<RefCell<Worker>>) {
     let mut rx = vec![0u8; MAX_DATAGRAM];
     let mut sleep: Option<(Instant, Timer)> = None;
@@ -566,9 +620,14 @@ pub(crate) async fn run(ep: Shared, worker: Rc<RefCell<Worker>>) {
             let full = worker.borrow().is_full();
             let (ready, spent) = {
                 let mut e = ep.borrow_mut();
+                if e.stopped {
+                    return Poll::Ready(());
+                }
                 let now = Instant::now();
                 let spent = e.receive(&mut rx, now, full);
                 e.expire(now);
+                e.process(now);
+                e.start_waiting(now, full);
                 e.process(now);
                 e.flush_blocked();
                 (std::mem::take(&mut e.ready), spent)

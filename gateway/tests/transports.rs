@@ -34,6 +34,7 @@ both_drivers!(
     quic_refuses_when_full_and_times_out_streamless_clients,
     quic_shutdown_closes_with_its_reason,
     quic_handshakes_beyond_the_limit_wait_in_line,
+    quic_a_node_without_the_connection_resets_it,
 );
 
 /// The process-wide sum of a counter (tests run in parallel, so only lower bounds hold).
@@ -719,5 +720,55 @@ fn quic_handshakes_beyond_the_limit_wait_in_line(driver: IoDriver) {
         let failed: Vec<_> = clients.iter().filter_map(|c| c.as_ref().err()).collect();
         assert!(failed.is_empty(), "{} of {N} failed: {:?}", failed.len(), failed.first());
         assert!(eventually_async(Duration::from_secs(2), || node.gateway.active_connections() == N as u64).await);
+    });
+}
+
+/// Nodes share the stateless-reset key: when a balancer moves a client's packets to a node
+/// that does not hold its connection, that node's reset ends the connection at once instead
+/// of the client waiting out its idle timeout.
+fn quic_a_node_without_the_connection_resets_it(driver: IoDriver) {
+    let key = b"one stateless-reset key for every node".to_vec();
+    let a = node_with(driver, |c| c.quic.reset_key = Some(key.clone()));
+    let b = node_with(driver, |c| c.quic.reset_key = Some(key.clone()));
+    let (a_addr, b_addr) = (a.gateway.quic_addr().unwrap(), b.gateway.quic_addr().unwrap());
+    rt().block_on(async {
+        // The "balancer": a UDP relay that forwards the client's datagrams to node A, and to
+        // node B once `target` is switched; replies go back to the client.
+        let relay = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let relay_addr = relay.local_addr().unwrap();
+        let target = Arc::new(std::sync::Mutex::new(a_addr));
+        let forward = tokio::spawn({
+            let (relay, target) = (relay.clone(), target.clone());
+            async move {
+                let mut client: Option<SocketAddr> = None;
+                let mut buf = vec![0u8; 65_536];
+                loop {
+                    let Ok((n, from)) = relay.recv_from(&mut buf).await else { return };
+                    let to = if from == a_addr || from == b_addr {
+                        client
+                    } else {
+                        client = Some(from);
+                        Some(*target.lock().unwrap())
+                    };
+                    if let Some(to) = to {
+                        let _ = relay.send_to(&buf[..n], to).await;
+                    }
+                }
+            }
+        });
+        let mut client = QuicClient::connect(relay_addr, &a.cert, "moved").await.unwrap();
+        client.login().await;
+        client.echo(b"through the relay to node A").await;
+        *target.lock().unwrap() = b_addr;
+        let started = Instant::now();
+        // A Send big enough that node B may answer it with a reset (it never answers tiny
+        // packets, so resets cannot be used to amplify).
+        client.session.send(None, &[7u8; 300], Instant::now()).unwrap();
+        client.flush().await;
+        let closed =
+            tokio::time::timeout(Duration::from_secs(5), client.conn.closed()).await.expect("reset, not idle timeout");
+        assert!(matches!(closed, quinn::ConnectionError::Reset), "{closed:?}");
+        assert!(started.elapsed() < Duration::from_secs(2), "reset took {:?}", started.elapsed());
+        forward.abort();
     });
 }

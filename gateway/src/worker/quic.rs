@@ -295,6 +295,8 @@ impl QuicEndpoint {
             (Phase::Open | Phase::Handshaking { .. }, Some(id)) => {
                 let mut send = slot.conn.send_stream(id);
                 if !pending.is_empty() {
+                    // What the client's flow-control window has no room for is dropped: a
+                    // client that has stopped reading does not get to hold the close up.
                     let _ = send.write(pending);
                 }
                 if send.finish().is_ok() {

@@ -171,8 +171,14 @@ pub fn endpoint_config(worker: usize, reset_key: &[u8]) -> EndpointConfig {
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, reset_key);
     let mut config = EndpointConfig::new(Arc::new(key));
     config.cid_generator(move || Box::new(WorkerCid::new(worker)));
+    // Peers must not send datagrams larger than a receive slot of the batched socket I/O
+    // (`worker::udp`); 2,048 is above any Internet path's MTU.
+    let _ = config.max_udp_payload_size(MAX_UDP_PAYLOAD);
     config
 }
+
+/// The largest UDP payload peers may send (the `max_udp_payload_size` transport parameter).
+pub const MAX_UDP_PAYLOAD: u16 = 2048;
 
 /// The server configuration: the certificate and a transport sized for idle connections.
 /// `idle` is how long the protocol lets a connection stay silent; QUIC's own idle timeout is

@@ -10,6 +10,7 @@ pub(crate) mod state;
 pub mod stats;
 mod tcp_link;
 mod timer;
+mod udp;
 
 use std::cell::RefCell;
 use std::collections::HashMap;

@@ -16,14 +16,18 @@
 //! is quinn-proto's state in a box plus a few words of slot; the scratch buffers are the
 //! worker's.
 //!
-//! Datagrams go one per system call (no GSO/GRO); readiness batches them: one wake-up drains
-//! up to [`RECV_BUDGET`] datagrams before the worker's other tasks get a turn.
+//! UDP I/O is batched (`worker::udp`): recvmmsg reads up to 32 datagrams per system call,
+//! and what a turn sends goes out through sendmmsg, up to 64 datagrams per call. One
+//! wake-up drains up to [`RECV_BUDGET`] datagrams before the worker's other tasks get a
+//! turn. (No GSO/GRO: sendmmsg and recvmmsg batch the system calls, which is what costs on
+//! a gateway's small packets.)
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, VecDeque};
 use std::future::{Future, poll_fn};
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -43,8 +47,6 @@ pub(crate) type Shared = Rc<RefCell<QuicEndpoint>>;
 
 /// Datagrams read per wake-up before the driver lets the worker's other tasks run.
 const RECV_BUDGET: usize = 256;
-/// Largest UDP payload.
-const MAX_DATAGRAM: usize = 65_527;
 /// New connections that may wait for a handshake slot, per slot.
 const WAITING_PER_SLOT: usize = 32;
 /// How long a closing connection may take to deliver its last bytes before it is closed.
@@ -134,8 +136,8 @@ pub(crate) struct QuicEndpoint {
     live: usize,
     timers: BTreeSet<(Instant, usize)>,
     queue: VecDeque<usize>,
-    /// Datagrams the socket had no room for.
-    blocked: VecDeque<(SocketAddr, Box<[u8]>)>,
+    /// Datagrams to send, gathered over a driver turn and sent in batches.
+    tx: super::udp::TxQueue,
     /// Transmit scratch space.
     buf: Vec<u8>,
     driver: Option<Waker>,
@@ -179,7 +181,7 @@ impl QuicEndpoint {
             live: 0,
             timers: BTreeSet::new(),
             queue: VecDeque::new(),
-            blocked: VecDeque::new(),
+            tx: super::udp::TxQueue::default(),
             buf: Vec::new(),
             driver: None,
             ready: Vec::new(),
@@ -343,32 +345,42 @@ impl QuicEndpoint {
         }
     }
 
-    /// Reads datagrams until the socket is empty or the budget is spent; true if spent.
-    fn receive(&mut self, rx: &mut [u8], now: Instant, full: bool) -> bool {
-        for _ in 0..RECV_BUDGET {
-            let (n, from) = match self.socket.recv_from(rx) {
-                Ok(got) => got,
+    /// Reads datagrams, a batch per system call, until the socket is empty or the budget
+    /// is spent; true if spent.
+    fn receive(&mut self, rx: &mut super::udp::RxBatch, now: Instant, full: bool) -> bool {
+        for _ in 0..RECV_BUDGET / super::udp::SLOTS {
+            let n = match rx.recv(self.socket.as_raw_fd()) {
+                Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 // ICMP errors surface here (ECONNREFUSED from an earlier send); keep going.
                 Err(_) => continue,
             };
-            let data = BytesMut::from(rx.get(..n).unwrap_or_default());
-            let mut buf = std::mem::take(&mut self.buf);
-            buf.clear();
-            match self.inner.handle(now, from, None, None, data, &mut buf) {
-                Some(DatagramEvent::ConnectionEvent(ch, event)) => {
-                    if let Some(slot) = self.slot(ch.0) {
-                        slot.conn.handle_event(event);
-                        self.touch(ch.0);
-                    }
-                }
-                Some(DatagramEvent::NewConnection(incoming)) => self.incoming(incoming, now, full, &mut buf),
-                Some(DatagramEvent::Response(transmit)) => self.send(transmit.destination, &buf[..transmit.size]),
-                None => {}
+            for i in 0..n {
+                let Some((datagram, from)) = rx.get(i) else { continue };
+                self.datagram(BytesMut::from(datagram), from, now, full);
             }
-            self.buf = buf;
+            if n < super::udp::SLOTS {
+                return false;
+            }
         }
         true
+    }
+
+    fn datagram(&mut self, data: BytesMut, from: SocketAddr, now: Instant, full: bool) {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        match self.inner.handle(now, from, None, None, data, &mut buf) {
+            Some(DatagramEvent::ConnectionEvent(ch, event)) => {
+                if let Some(slot) = self.slot(ch.0) {
+                    slot.conn.handle_event(event);
+                    self.touch(ch.0);
+                }
+            }
+            Some(DatagramEvent::NewConnection(incoming)) => self.incoming(incoming, now, full, &mut buf),
+            Some(DatagramEvent::Response(transmit)) => self.send(transmit.destination, &buf[..transmit.size]),
+            None => {}
+        }
+        self.buf = buf;
     }
 
     /// A new connection. At most `max_handshakes` handshakes run at once; more wait in line
@@ -573,32 +585,17 @@ impl QuicEndpoint {
         }
     }
 
-    /// Sends one datagram, or queues it when the socket is full.
+    /// Queues one datagram; a full batch goes out at once, the rest at the end of the turn.
     fn send(&mut self, to: SocketAddr, data: &[u8]) {
-        if self.blocked.is_empty() {
-            match self.socket.send_to(data, to) {
-                Ok(_) => return,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                // Unreachable peers and the like: the datagram is lost, QUIC recovers.
-                Err(_) => return,
-            }
-        }
-        if self.blocked.len() < 4096 {
-            self.blocked.push_back((to, data.into()));
+        self.tx.push(to, data);
+        if self.tx.is_full() {
+            self.tx.flush(self.socket.as_raw_fd());
         }
     }
 
-    /// Sends queued datagrams while the socket takes them; true when none is left.
-    fn flush_blocked(&mut self) -> bool {
-        while let Some((to, data)) = self.blocked.front() {
-            match self.socket.send_to(data, *to) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                _ => {
-                    self.blocked.pop_front();
-                }
-            }
-        }
-        true
+    /// Sends what is queued while the socket takes it; true when nothing is left.
+    fn flush_tx(&mut self) -> bool {
+        self.tx.flush(self.socket.as_raw_fd())
     }
 }
 
@@ -615,7 +612,7 @@ type Timer = Pin<Box<dyn Future<Output = ()>>>;
 /// The driver task of a worker's endpoint; see the module docs. Runs until
 /// [`QuicEndpoint::stop`].
 pub(crate) async fn run(ep: Shared, worker: Rc<RefCell<Worker>>) {
-    let mut rx = vec![0u8; MAX_DATAGRAM];
+    let mut rx = super::udp::RxBatch::new();
     let mut sleep: Option<(Instant, Timer)> = None;
     poll_fn(|cx| {
         loop {
@@ -631,7 +628,7 @@ pub(crate) async fn run(ep: Shared, worker: Rc<RefCell<Worker>>) {
                 e.process(now);
                 e.start_waiting(now, full);
                 e.process(now);
-                e.flush_blocked();
+                e.flush_tx();
                 (std::mem::take(&mut e.ready), spent)
             };
             if !ready.is_empty() {
@@ -653,7 +650,7 @@ pub(crate) async fn run(ep: Shared, worker: Rc<RefCell<Worker>>) {
                 }
                 Poll::Pending => {}
             }
-            if !e.blocked.is_empty() && e.socket.poll_write_ready(cx).is_ready() {
+            if !e.tx.is_empty() && e.socket.poll_write_ready(cx).is_ready() {
                 continue;
             }
             match e.timers.first().map(|&(at, _)| at) {

@@ -35,6 +35,7 @@ both_drivers!(
     quic_shutdown_closes_with_its_reason,
     quic_handshakes_beyond_the_limit_wait_in_line,
     quic_a_node_without_the_connection_resets_it,
+    quic_a_wildcard_listener_answers_from_the_address_the_client_used,
 );
 
 /// The process-wide sum of a counter (tests run in parallel, so only lower bounds hold).
@@ -770,5 +771,25 @@ fn quic_a_node_without_the_connection_resets_it(driver: IoDriver) {
         assert!(matches!(closed, quinn::ConnectionError::Reset), "{closed:?}");
         assert!(started.elapsed() < Duration::from_secs(2), "reset took {:?}", started.elapsed());
         forward.abort();
+    });
+}
+
+/// A QUIC listener on 0.0.0.0 answers from the address each client sent to (as behind
+/// LVS-DR, where clients address a VIP the host also holds): a client of 127.0.0.2 gets its
+/// answers from 127.0.0.2, not from the host's primary loopback address, which a QUIC client
+/// would drop as coming from an unknown peer.
+fn quic_a_wildcard_listener_answers_from_the_address_the_client_used(driver: IoDriver) {
+    let node = node_with(driver, |c| c.listen_quic = Some("0.0.0.0:0".parse().unwrap()));
+    let port = node.gateway.quic_addr().unwrap().port();
+    rt().block_on(async {
+        for ip in ["127.0.0.1", "127.0.0.2", "127.0.0.3"] {
+            let addr = SocketAddr::new(ip.parse().unwrap(), port);
+            let mut client = tokio::time::timeout(Duration::from_secs(5), QuicClient::connect(addr, &node.cert, ip))
+                .await
+                .unwrap_or_else(|_| panic!("no handshake through {addr}"))
+                .unwrap();
+            client.login().await;
+            client.echo(ip.as_bytes()).await;
+        }
     });
 }

@@ -86,6 +86,12 @@ pub fn bind_group(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::Ud
         // drops Initials under a connect storm. Capped by net.core.rmem_max (kernel-tuning/).
         let _ = socket.set_recv_buffer_size(4 << 20);
         let _ = socket.set_send_buffer_size(4 << 20);
+        if addr.ip().is_unspecified() {
+            // Bound to every address: learn each datagram's destination address, so replies
+            // leave from it (`worker::udp`). Behind LVS-DR the client addressed the VIP, and a
+            // reply from the host's primary address would be dropped by the client.
+            crate::worker::udp::enable_packet_info(&socket, addr.is_ipv6())?;
+        }
         socket.set_nonblocking(true)?;
         socket.bind(&addr.into())?;
         let socket: std::net::UdpSocket = socket.into();

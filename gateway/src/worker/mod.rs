@@ -10,7 +10,7 @@ pub(crate) mod state;
 pub mod stats;
 mod tcp_link;
 mod timer;
-mod udp;
+pub(crate) mod udp;
 
 use std::cell::RefCell;
 use std::collections::HashMap;

@@ -26,7 +26,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeSet, VecDeque};
 use std::future::{Future, poll_fn};
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -356,8 +356,8 @@ impl QuicEndpoint {
                 Err(_) => continue,
             };
             for i in 0..n {
-                let Some((datagram, from)) = rx.get(i) else { continue };
-                self.datagram(BytesMut::from(datagram), from, now, full);
+                let Some((datagram, from, local)) = rx.get(i) else { continue };
+                self.datagram(BytesMut::from(datagram), from, local, now, full);
             }
             if n < super::udp::SLOTS {
                 return false;
@@ -366,10 +366,10 @@ impl QuicEndpoint {
         true
     }
 
-    fn datagram(&mut self, data: BytesMut, from: SocketAddr, now: Instant, full: bool) {
+    fn datagram(&mut self, data: BytesMut, from: SocketAddr, local: Option<IpAddr>, now: Instant, full: bool) {
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
-        match self.inner.handle(now, from, None, None, data, &mut buf) {
+        match self.inner.handle(now, from, local, None, data, &mut buf) {
             Some(DatagramEvent::ConnectionEvent(ch, event)) => {
                 if let Some(slot) = self.slot(ch.0) {
                     slot.conn.handle_event(event);
@@ -377,7 +377,7 @@ impl QuicEndpoint {
                 }
             }
             Some(DatagramEvent::NewConnection(incoming)) => self.incoming(incoming, now, full, &mut buf),
-            Some(DatagramEvent::Response(transmit)) => self.send(transmit.destination, &buf[..transmit.size]),
+            Some(DatagramEvent::Response(transmit)) => self.send(&transmit, &buf[..transmit.size]),
             None => {}
         }
         self.buf = buf;
@@ -405,7 +405,7 @@ impl QuicEndpoint {
         self.metrics.refused.increment(1);
         buf.clear();
         let transmit = self.inner.refuse(incoming, buf);
-        self.send(transmit.destination, &buf[..transmit.size]);
+        self.send(&transmit, &buf[..transmit.size]);
     }
 
     /// Starts waiting handshakes while slots are free; refuses those that waited past the
@@ -454,7 +454,7 @@ impl QuicEndpoint {
                 tracing::debug!(error = %e.cause, "quic accept failed");
                 self.metrics.failed.increment(1);
                 if let Some(transmit) = e.response {
-                    self.send(transmit.destination, &buf[..transmit.size]);
+                    self.send(&transmit, &buf[..transmit.size]);
                 }
             }
         }
@@ -526,7 +526,7 @@ impl QuicEndpoint {
             loop {
                 buf.clear();
                 let Some(transmit) = slot.conn.poll_transmit(now, 1, buf) else { break };
-                self.send(transmit.destination, &buf[..transmit.size]);
+                self.send(&transmit, &buf[..transmit.size]);
             }
             if !again {
                 break;
@@ -586,8 +586,8 @@ impl QuicEndpoint {
     }
 
     /// Queues one datagram; a full batch goes out at once, the rest at the end of the turn.
-    fn send(&mut self, to: SocketAddr, data: &[u8]) {
-        self.tx.push(to, data);
+    fn send(&mut self, transmit: &quinn_proto::Transmit, data: &[u8]) {
+        self.tx.push(transmit.destination, transmit.src_ip, data);
         if self.tx.is_full() {
             self.tx.flush(self.socket.as_raw_fd());
         }

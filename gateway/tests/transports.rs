@@ -25,6 +25,7 @@ both_drivers!(
     tls_refuses_a_wrong_alpn_and_plain_text,
     tls_certificates_reload_without_dropping_connections,
     tls_1_2_only_when_configured,
+    tls_slow_consumer_is_closed_and_others_are_unaffected,
     quic_client_authenticates_pings_sends_and_receives,
     quic_key_updates_keep_the_connection,
     quic_thousand_connections_each_round_trip,
@@ -792,4 +793,34 @@ fn quic_a_wildcard_listener_answers_from_the_address_the_client_used(driver: IoD
             client.echo(ip.as_bytes()).await;
         }
     });
+}
+
+/// A TLS client that stops reading is closed as a slow consumer like a TCP one: rustls holds
+/// at most one record's worth for it (`transport::tls::BUFFER_LIMIT`), the rest waits where
+/// the session's `max_outbound` limit sees it.
+fn tls_slow_consumer_is_closed_and_others_are_unaffected(driver: IoDriver) {
+    let node = node_with(driver, |c| c.session.max_outbound = 64 * 1024);
+    let mut slow = TlsClient::connect(node.gateway.tls_addr().unwrap(), &node.cert, ALPN, "slowtls").unwrap();
+    slow.login();
+    // From here on `slow` never reads.
+    let (mut pusher, _) = TestClient::login(node.gateway.local_addr(), "pusher", "d1");
+    let payload = vec![7u8; 32 * 1024];
+    let mut sent = 0;
+    while node.gateway.closed_with(ReasonCode::SLOW_CONSUMER) == 0 && sent < 4000 {
+        let seq = pusher.send(Some("user:slowtls"), &payload);
+        loop {
+            match pusher.next_event(Duration::from_secs(5)) {
+                Some(ClientEvent::Ack { seq: s, .. }) if s == seq => break,
+                Some(_) => {}
+                None => panic!("pusher got no ack"),
+            }
+        }
+        sent += 1;
+    }
+    assert!(
+        eventually(Duration::from_secs(5), || node.gateway.closed_with(ReasonCode::SLOW_CONSUMER) == 1),
+        "the slow TLS client was not closed after {sent} pushes of 32 KiB"
+    );
+    pusher.echo(b"pusher unaffected");
+    drop(slow);
 }

@@ -13,6 +13,12 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 /// The only application protocol a ringgate listener speaks (ALPN, TLS and QUIC alike).
 pub const ALPN: &[u8] = b"ringgate/1";
 
+/// Most bytes rustls may hold per connection for a socket that is not taking them (its
+/// default is 64 KiB). Output beyond it waits in the connection's own buffer, where the
+/// session's `max_outbound` limit sees it and closes a slow consumer; rustls's share of a
+/// slow TLS client's memory stays at one TLS record.
+pub const BUFFER_LIMIT: usize = 16 * 1024;
+
 /// Which TLS versions the TCP listener accepts. QUIC is TLS 1.3 by definition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TlsVersions {

@@ -303,7 +303,8 @@ async fn accept_loop(worker: Rc<RefCell<Worker>>, listener: TcpListener, tls: bo
         let _ = fd.set_tcp_nodelay(true);
         let io = if tls {
             let config = worker.borrow().tls_config.clone();
-            let Some(Ok(session)) = config.map(rustls::ServerConnection::new) else { continue };
+            let Some(Ok(mut session)) = config.map(rustls::ServerConnection::new) else { continue };
+            session.set_buffer_limit(Some(crate::transport::tls::BUFFER_LIMIT));
             conn::Io::Tls(Box::new(conn::TlsIo { fd, tls: session }))
         } else {
             conn::Io::Tcp(fd)

@@ -434,7 +434,7 @@ pub(crate) async fn run(worker: Rc<RefCell<Worker>>, id: u64) {
 }
 
 /// Keeps the task's waker so the worker can wake it (a Waker clone only when it changed).
-fn remember(slot: &mut Option<Waker>, cx: &Context<'_>) {
+pub(crate) fn remember(slot: &mut Option<Waker>, cx: &Context<'_>) {
     match slot {
         Some(waker) if waker.will_wake(cx.waker()) => {}
         _ => *slot = Some(cx.waker().clone()),

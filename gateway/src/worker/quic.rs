@@ -40,6 +40,7 @@ use metrics::Counter;
 use quinn_proto::{ConnectionHandle, DatagramEvent, Dir, Event, StreamEvent, StreamId, VarInt};
 use ringgate_codec::ReasonCode;
 
+use super::conn::remember;
 use super::state::Worker;
 
 /// A worker's endpoint, shared by its driver task and its QUIC connections.
@@ -599,13 +600,6 @@ impl QuicEndpoint {
     }
 }
 
-fn remember(slot: &mut Option<Waker>, cx: &Context<'_>) {
-    match slot {
-        Some(waker) if waker.will_wake(cx.waker()) => {}
-        _ => *slot = Some(cx.waker().clone()),
-    }
-}
-
 /// The driver's wake-up for the earliest connection timer.
 type Timer = Pin<Box<dyn Future<Output = ()>>>;
 
@@ -626,6 +620,8 @@ pub(crate) async fn run(ep: Shared, worker: Rc<RefCell<Worker>>) {
                 let spent = e.receive(&mut rx, now, full);
                 e.expire(now);
                 e.process(now);
+                // Processing frees handshake slots; fill them now (and process the new
+                // handshakes) rather than on the next wake-up, which may be a while off.
                 e.start_waiting(now, full);
                 e.process(now);
                 e.flush_tx();

@@ -7,8 +7,10 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ringgate::registry::redis::{NodeInfo, RedisTarget, RegistryIo, RegistryState};
-use ringgate::registry::{DevicePolicy, Location, RegistryOp};
+use ringgate::config::{DevicePolicy, RedisTarget};
+use ringgate::registry::redis::{NodeInfo, RegistryIo};
+use ringgate::registry::{Location, RegistryOp};
+use ringgate::status::RegistryState;
 
 use crate::stats::RunStats;
 

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ringgate::transport::tls::{TlsSettings, TlsVersions};
+use ringgate::config::{TlsSettings, TlsVersions};
 use ringgate::{Config, Gateway};
 use ringgate_bench::run::wait_for;
 use serde_json::Value;

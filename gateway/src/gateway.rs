@@ -12,10 +12,13 @@ use ringgate_codec::ReasonCode;
 
 use crate::backend::embedded;
 use crate::config::Config;
-use crate::control::dns::DiscoveryState;
-use crate::registry::redis::{NodeInfo, RedisTarget, RegistryIo, RegistryState, RegistryTx};
+use crate::config::RedisTarget;
+use crate::inbox::WorkerMsg;
+use crate::registry::redis::{NodeInfo, RegistryIo, RegistryTx};
+use crate::status::DiscoveryState;
+use crate::status::RegistryState;
 use crate::worker::stats::WorkerStats;
-use crate::worker::{self, Backends, WorkerMsg, WorkerSetup};
+use crate::worker::{self, Backends, WorkerSetup};
 
 /// Queue length of each worker's inbox and of the embedded backend's input.
 const QUEUE: usize = 65_536;
@@ -128,7 +131,9 @@ impl Gateway {
                 listener,
                 tls_listener: tls_listeners.get_mut(index).and_then(Option::take),
                 quic_socket: quic_sockets.get_mut(index).and_then(Option::take),
-                certs: certs.as_ref().map(|(tls, quic)| worker::NewCerts { tls: tls.clone(), quic: quic.clone() }),
+                certs: certs
+                    .as_ref()
+                    .map(|(tls, quic)| crate::inbox::NewCerts { tls: tls.clone(), quic: quic.clone() }),
                 inbox,
                 peers: senders.clone(),
                 backends: backends.clone(),
@@ -272,7 +277,7 @@ impl Gateway {
             match load_certs(&new, settings) {
                 Ok((tls, quic)) => {
                     for inbox in &self.inboxes {
-                        let certs = worker::NewCerts { tls: tls.clone(), quic: quic.clone() };
+                        let certs = crate::inbox::NewCerts { tls: tls.clone(), quic: quic.clone() };
                         let _ = inbox.send(WorkerMsg::Certs(Box::new(certs)));
                     }
                     tracing::info!(cert = %settings.cert.display(), "certificates reloaded");
@@ -409,7 +414,7 @@ impl Gateway {
 /// The TLS configuration and, when QUIC listens, the QUIC server configuration.
 fn load_certs(
     config: &Config,
-    settings: &crate::transport::tls::TlsSettings,
+    settings: &crate::config::TlsSettings,
 ) -> Result<(Arc<rustls::ServerConfig>, Option<quinn_proto::ServerConfig>), String> {
     let certs = crate::transport::tls::Certs::load(settings)?;
     let quic = match config.listen_quic {
@@ -449,7 +454,7 @@ fn start_discovery(target: crate::config::DnsTarget, workers: Vec<flume::Sender<
 fn start_registry(
     target: RedisTarget,
     node: NodeInfo,
-    policy: crate::registry::DevicePolicy,
+    policy: crate::config::DevicePolicy,
     workers: Vec<flume::Sender<WorkerMsg>>,
 ) -> io::Result<(Registry, RegistryTx)> {
     let state = Arc::new(Mutex::new(RegistryState::default()));

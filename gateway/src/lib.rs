@@ -7,10 +7,12 @@ pub mod config;
 pub mod control;
 pub mod doctor;
 pub mod gateway;
+pub mod inbox;
 pub mod listener;
 pub mod metrics;
 pub mod registry;
 pub mod runtime;
+pub mod status;
 pub mod transport;
 pub mod worker;
 

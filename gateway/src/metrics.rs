@@ -81,7 +81,7 @@ impl FrameOut {
 /// One worker's metric handles.
 #[derive(Debug, Clone)]
 pub struct WorkerMetrics {
-    /// By transport, indexed by [`crate::worker::Transport`].
+    /// By transport, indexed by [`crate::status::Transport`].
     pub accepted: [Counter; 3],
     pub active: [Gauge; 3],
     /// TLS handshakes or records that failed (wrong ALPN, plain text on the TLS port, ...).
@@ -128,10 +128,10 @@ impl WorkerMetrics {
             table
         };
         WorkerMetrics {
-            accepted: crate::worker::Transport::ALL.map(
+            accepted: crate::status::Transport::ALL.map(
                 |t| counter!("ringgate_connections_accepted_total", "worker" => w.clone(), "transport" => t.name()),
             ),
-            active: crate::worker::Transport::ALL
+            active: crate::status::Transport::ALL
                 .map(|t| gauge!("ringgate_connections_active", "worker" => w.clone(), "transport" => t.name())),
             tls_failed: counter!("ringgate_tls_failures_total", "worker" => w.clone()),
             quic_refused: counter!("ringgate_quic_refused_total", "worker" => w.clone()),
@@ -225,6 +225,6 @@ pub struct NodeGauges {
     pub node_id: String,
     pub ready: bool,
     pub draining: bool,
-    pub registry: Option<crate::registry::redis::RegistryState>,
-    pub dns: Option<crate::control::dns::DiscoveryState>,
+    pub registry: Option<crate::status::RegistryState>,
+    pub dns: Option<crate::status::DiscoveryState>,
 }

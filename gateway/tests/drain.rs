@@ -19,7 +19,7 @@ fn node(driver: IoDriver, id: &str, alternatives: Vec<String>, redis: &RedisServ
     let mut config = support::config(driver);
     config.node_id = id.into();
     config.auth = AuthMode::None;
-    config.redis = Some(ringgate::registry::redis::RedisTarget {
+    config.redis = Some(ringgate::config::RedisTarget {
         url: redis.url(),
         cluster: Vec::new(),
         prefix: "rg".into(),

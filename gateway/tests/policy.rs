@@ -4,8 +4,8 @@ mod support;
 
 use std::time::Duration;
 
+use ringgate::config::DevicePolicy;
 use ringgate::config::{AuthMode, IoDriver};
-use ringgate::registry::DevicePolicy;
 use ringgate_codec::ReasonCode;
 use ringgate_codec::client::Platform;
 use ringgate_codec::session::{ClientConfig, ClientEvent};

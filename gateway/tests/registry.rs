@@ -8,9 +8,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use ringgate::config::RedisTarget;
 use ringgate::config::{AuthMode, IoDriver};
 use ringgate::registry::Location;
-use ringgate::registry::redis::RedisTarget;
 use ringgate_codec::session::{ClientConfig, ClientEvent};
 use support::*;
 
@@ -293,7 +293,7 @@ fn kick_flow(driver: IoDriver, redis: &Store) {
         let mut config = support::config(driver);
         config.node_id = id.into();
         config.auth = AuthMode::None;
-        config.device_policy = ringgate::registry::DevicePolicy::OnePerUser;
+        config.device_policy = ringgate::config::DevicePolicy::OnePerUser;
         config.redis = Some(redis.target(Duration::from_secs(2)));
         start_with(config, 2)
     };

@@ -10,9 +10,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use ringgate::Gateway;
+use ringgate::config::DevicePolicy;
+use ringgate::config::RedisTarget;
 use ringgate::config::{AuthMode, Discovery, IoDriver};
-use ringgate::registry::DevicePolicy;
-use ringgate::registry::redis::RedisTarget;
 use ringgate_codec::ReasonCode;
 use ringgate_codec::session::{ClientConfig, ClientEvent};
 use support::*;

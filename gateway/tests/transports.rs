@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use ringgate::config::IoDriver;
-use ringgate::transport::tls::{ALPN, TlsSettings, TlsVersions};
+use ringgate::config::{TlsSettings, TlsVersions};
+use ringgate::transport::tls::ALPN;
 use ringgate_codec::ReasonCode;
 use ringgate_codec::client::ClientFrame;
 use ringgate_codec::session::{ClientConfig, ClientEvent, ClientSession};
@@ -589,7 +590,7 @@ fn quic_garbage_flood_does_not_disturb_established_connections(driver: IoDriver)
 
 fn quic_kick_and_go_away_behave_as_on_tcp(driver: IoDriver) {
     let node = node_with(driver, |c| {
-        c.device_policy = ringgate::registry::DevicePolicy::OnePerUser;
+        c.device_policy = ringgate::config::DevicePolicy::OnePerUser;
         c.drain.delay = Duration::ZERO;
         c.drain.deadline = Duration::from_secs(5);
     });

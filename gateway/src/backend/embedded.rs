@@ -7,7 +7,7 @@ use std::thread::JoinHandle;
 use ringgate_codec::link::{Hello, LINK_VERSION, LinkFrame};
 
 use super::reference::{LinkId, ReferenceBackend};
-use crate::worker::WorkerMsg;
+use crate::inbox::WorkerMsg;
 
 /// A frame from worker `link` to the embedded backend.
 pub type ToBackend = (LinkId, LinkFrame);

@@ -7,6 +7,9 @@
 //! exists holds only valid values.
 
 mod error;
+mod raw;
+mod sections;
+mod settings;
 mod value;
 
 use std::collections::BTreeMap;
@@ -15,13 +18,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use ringgate_codec::session::ServerConfig;
-use serde::Deserialize;
-use toml::Value;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use value::parse_duration;
 
-pub use crate::control::dns::{DnsTarget, DnsTimers};
+use raw::Raw;
+use sections::*;
+pub use settings::{DevicePolicy, DnsTarget, DnsTimers, QuicSettings, RedisTarget, TlsSettings, TlsVersions};
 use value::{Extract, boolean, duration_in, int_in, non_empty_string, socket_addr, string};
 
 /// Which io driver the workers use.
@@ -103,9 +106,9 @@ pub struct Config {
     /// `None`: the embedded reference backend.
     pub backend: Option<BackendConfig>,
     /// How many sessions a user may hold at once (across every node with Redis).
-    pub device_policy: crate::registry::DevicePolicy,
+    pub device_policy: DevicePolicy,
     /// `None`: the in-process registry (single node).
-    pub redis: Option<crate::registry::redis::RedisTarget>,
+    pub redis: Option<RedisTarget>,
     /// Address this node advertises in its lease (default: the listen address).
     pub advertise: String,
     /// The admin HTTP endpoint (metrics, health, drain); `None` = off.
@@ -118,142 +121,8 @@ pub struct Config {
     /// A QUIC (UDP) listener (`listen.quic`).
     pub listen_quic: Option<SocketAddr>,
     /// Certificate and key for TLS and QUIC; required when either listens.
-    pub tls: Option<crate::transport::tls::TlsSettings>,
-    pub quic: crate::transport::quic::QuicSettings,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct Raw {
-    node: RawNode,
-    listen: RawListen,
-    io: RawIo,
-    limits: RawLimits,
-    session: RawSession,
-    auth: RawAuth,
-    backend: Option<RawBackend>,
-    redis: Option<RawRedis>,
-    drain: RawDrain,
-    log: RawLog,
-    tls: Option<RawTls>,
-    quic: RawQuic,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct RawTls {
-    cert: Option<Value>,
-    key: Option<Value>,
-    versions: Option<Value>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct RawQuic {
-    stateless_reset_key: Option<Value>,
-    receive_window: Option<Value>,
-    send_window: Option<Value>,
-    max_handshakes: Option<Value>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct RawLog {
-    level: Option<Value>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct RawDrain {
-    delay: Option<Value>,
-    rate: Option<Value>,
-    deadline: Option<Value>,
-    alternatives: Option<Value>,
-    reconnect_after: Option<Value>,
-    reconnect_jitter: Option<Value>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct RawRedis {
-    url: Option<Value>,
-    cluster: Option<Value>,
-    prefix: Option<Value>,
-    lease_ttl: Option<Value>,
-    fail_open: Option<Value>,
-    queue: Option<Value>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct RawBackend {
-    addresses: Option<Value>,
-    address: Option<Value>,
-    nameserver: Option<Value>,
-    min_ttl: Option<Value>,
-    max_ttl: Option<Value>,
-    hold_down: Option<Value>,
-    dns_retry: Option<Value>,
-    dns_timeout: Option<Value>,
-    request_timeout: Option<Value>,
-    ping_interval: Option<Value>,
-    window: Option<Value>,
-    link_buffer_bytes: Option<Value>,
-    connect_timeout: Option<Value>,
-    reconnect_min: Option<Value>,
-    reconnect_max: Option<Value>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct RawNode {
-    id: Option<Value>,
-    advertise: Option<Value>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct RawListen {
-    tcp: Option<Value>,
-    admin: Option<Value>,
-    tls: Option<Value>,
-    quic: Option<Value>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct RawIo {
-    driver: Option<Value>,
-    workers: Option<Value>,
-    pin_cpus: Option<Value>,
-    read_buffer: Option<Value>,
-    timer_tick: Option<Value>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct RawLimits {
-    max_frame_len: Option<Value>,
-    max_in_flight: Option<Value>,
-    max_outbound_bytes: Option<Value>,
-    max_connections: Option<Value>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct RawSession {
-    device_policy: Option<Value>,
-    auth_timeout: Option<Value>,
-    heartbeat_interval: Option<Value>,
-    idle_multiple: Option<Value>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct RawAuth {
-    mode: Option<Value>,
-    max_clock_skew: Option<Value>,
-    keys: BTreeMap<String, Value>,
+    pub tls: Option<TlsSettings>,
+    pub quic: QuicSettings,
 }
 
 impl Config {
@@ -364,257 +233,6 @@ impl Config {
             }),
         }
     }
-}
-
-fn device_policy(v: &Value) -> Result<crate::registry::DevicePolicy, String> {
-    use crate::registry::DevicePolicy as P;
-    match string(v)?.as_str() {
-        "many" => Ok(P::Many),
-        "one_per_platform" => Ok(P::OnePerPlatform),
-        "one_per_user" => Ok(P::OnePerUser),
-        other => Err(format!("{other:?} is not one of \"many\", \"one_per_platform\", \"one_per_user\"")),
-    }
-}
-
-fn io_driver(v: &Value) -> Result<IoDriver, String> {
-    match string(v)?.as_str() {
-        "auto" => Ok(IoDriver::Auto),
-        "io_uring" => Ok(IoDriver::IoUring),
-        "epoll" => Ok(IoDriver::Epoll),
-        other => Err(format!("{other:?} is not one of \"auto\", \"io_uring\", \"epoll\"")),
-    }
-}
-
-fn auth_mode(raw: RawAuth, x: &mut Extract) -> AuthMode {
-    let mode = x.get("auth.mode", raw.mode, "token".to_owned(), string);
-    let max_clock_skew = x.get(
-        "auth.max_clock_skew",
-        raw.max_clock_skew,
-        Duration::from_secs(30),
-        duration_in(Duration::ZERO, Duration::from_secs(3600)),
-    );
-    let mut keys = BTreeMap::new();
-    let any_configured = !raw.keys.is_empty();
-    for (kid, value) in raw.keys {
-        let path = format!("auth.keys.{kid}");
-        match value.as_str() {
-            Some(secret) if secret.len() >= 16 => {
-                keys.insert(kid, secret.as_bytes().to_vec());
-            }
-            Some(_) => x.invalid(&path, "secret must be at least 16 bytes"),
-            None => x.invalid(&path, format!("expected a string, found {}", value.type_str())),
-        }
-    }
-    match mode.as_str() {
-        "token" => {
-            if !any_configured {
-                x.invalid("auth.keys", "auth.mode = \"token\" needs at least one key (auth.keys.<kid> = \"secret\")");
-            }
-            AuthMode::Token { keys, max_clock_skew }
-        }
-        "none" => AuthMode::None,
-        other => {
-            x.invalid("auth.mode", format!("{other:?} is not one of \"token\", \"none\""));
-            AuthMode::None
-        }
-    }
-}
-
-fn backend(raw: RawBackend, x: &mut Extract) -> BackendConfig {
-    let secs = |s| Duration::from_secs(s);
-    let discovery = match (raw.addresses, raw.address) {
-        (Some(list), None) => {
-            let addresses = x.get("backend.addresses", Some(list), Vec::new(), |v| {
-                let list =
-                    v.as_array().ok_or_else(|| format!("expected an array of \"ip:port\", found {}", v.type_str()))?;
-                list.iter().map(socket_addr).collect()
-            });
-            if addresses.is_empty() {
-                x.invalid("backend.addresses", "list at least one backend address");
-            }
-            Discovery::Static(addresses)
-        }
-        (None, Some(name)) => {
-            let (name, port) = x.get("backend.address", Some(name), (String::new(), 0), dns_name);
-            let timers = DnsTimers {
-                min_ttl: backend_duration(x, "min_ttl", raw.min_ttl, secs(5), secs(3600)),
-                max_ttl: backend_duration(x, "max_ttl", raw.max_ttl, secs(300), secs(86_400)),
-                hold_down: backend_duration(x, "hold_down", raw.hold_down, secs(30), secs(86_400)),
-                retry: backend_duration(x, "dns_retry", raw.dns_retry, secs(5), secs(3600)),
-                timeout: backend_duration(x, "dns_timeout", raw.dns_timeout, secs(2), secs(60)),
-            };
-            if timers.min_ttl > timers.max_ttl {
-                x.invalid("backend.min_ttl", "must not exceed backend.max_ttl");
-            }
-            let nameserver =
-                raw.nameserver.and_then(|v| x.get("backend.nameserver", Some(v), None, |v| socket_addr(v).map(Some)));
-            Discovery::Dns(DnsTarget { name, port, nameserver, timers })
-        }
-        (Some(_), Some(_)) => {
-            x.invalid("backend.address", "give either address (a DNS name) or addresses (a list), not both");
-            Discovery::Static(Vec::new())
-        }
-        (None, None) => {
-            x.invalid(
-                "backend",
-                "needs address = \"name:port\" or addresses = [...]; remove [backend] for the embedded backend",
-            );
-            Discovery::Static(Vec::new())
-        }
-    };
-    BackendConfig {
-        discovery,
-        window: x.get("backend.window", raw.window, 1024, int_in(1, 1 << 20)) as u32,
-        link_buffer: x.get("backend.link_buffer_bytes", raw.link_buffer_bytes, 4 << 20, int_in(64 << 10, 1 << 30))
-            as usize,
-        connect_timeout: backend_duration(x, "connect_timeout", raw.connect_timeout, secs(2), secs(60)),
-        reconnect_min: backend_duration(x, "reconnect_min", raw.reconnect_min, Duration::from_millis(100), secs(60)),
-        reconnect_max: backend_duration(x, "reconnect_max", raw.reconnect_max, secs(5), secs(600)),
-        request_timeout: backend_duration(x, "request_timeout", raw.request_timeout, secs(10), secs(600)),
-        ping_interval: backend_duration(x, "ping_interval", raw.ping_interval, secs(5), secs(600)),
-    }
-}
-
-fn drain(raw: RawDrain, x: &mut Extract) -> DrainConfig {
-    let d = |x: &mut Extract, key: &str, v, default, max| {
-        x.get(&format!("drain.{key}"), v, default, duration_in(Duration::ZERO, max))
-    };
-    DrainConfig {
-        delay: d(x, "delay", raw.delay, Duration::from_secs(5), Duration::from_secs(600)),
-        rate: x.get("drain.rate", raw.rate, 1000, int_in(1, 10_000_000)) as u32,
-        deadline: d(x, "deadline", raw.deadline, Duration::from_secs(60), Duration::from_secs(86_400)),
-        alternatives: x.get("drain.alternatives", raw.alternatives, Vec::new(), |v| {
-            let list = v.as_array().ok_or_else(|| format!("expected an array of addresses, found {}", v.type_str()))?;
-            list.iter().map(string).collect()
-        }),
-        reconnect_after: d(
-            x,
-            "reconnect_after",
-            raw.reconnect_after,
-            Duration::from_secs(1),
-            Duration::from_secs(3600),
-        ),
-        reconnect_jitter: d(
-            x,
-            "reconnect_jitter",
-            raw.reconnect_jitter,
-            Duration::from_secs(10),
-            Duration::from_secs(3600),
-        ),
-    }
-}
-
-fn redis(raw: RawRedis, x: &mut Extract) -> crate::registry::redis::RedisTarget {
-    let cluster = x.get("redis.cluster", raw.cluster, Vec::new(), |v| {
-        let list = v.as_array().ok_or_else(|| format!("expected an array of redis:// URLs, found {}", v.type_str()))?;
-        list.iter().map(string).collect()
-    });
-    let url = x.get("redis.url", raw.url, String::new(), non_empty_string);
-    if url.is_empty() == cluster.is_empty() {
-        x.invalid("redis", "give either url = \"redis://host:port\" or cluster = [...], exactly one");
-    }
-    crate::registry::redis::RedisTarget {
-        url,
-        cluster,
-        prefix: x.get("redis.prefix", raw.prefix, "rg".into(), non_empty_string),
-        lease_ttl: x.get(
-            "redis.lease_ttl",
-            raw.lease_ttl,
-            Duration::from_secs(15),
-            duration_in(Duration::from_millis(300), Duration::from_secs(3600)),
-        ),
-        fail_open: x.get("redis.fail_open", raw.fail_open, true, boolean),
-        queue: x.get("redis.queue", raw.queue, 100_000, int_in(1, 100_000_000)) as usize,
-    }
-}
-
-fn tls(raw: RawTls, x: &mut Extract) -> crate::transport::tls::TlsSettings {
-    use crate::transport::tls::{TlsSettings, TlsVersions};
-    let path = |x: &mut Extract, key: &str, v| std::path::PathBuf::from(x.get(key, v, String::new(), non_empty_string));
-    if raw.cert.is_none() || raw.key.is_none() {
-        x.invalid("tls", "needs both cert (the PEM chain) and key (the PEM private key)");
-    }
-    TlsSettings {
-        cert: path(x, "tls.cert", raw.cert),
-        key: path(x, "tls.key", raw.key),
-        versions: x.get("tls.versions", raw.versions, TlsVersions::Tls13, |v| {
-            let list = v
-                .as_array()
-                .ok_or_else(|| format!("expected [\"1.3\"] or [\"1.2\", \"1.3\"], found {}", v.type_str()))?;
-            let mut names: Vec<String> = list.iter().map(string).collect::<Result<_, _>>()?;
-            names.sort();
-            match names.iter().map(String::as_str).collect::<Vec<_>>()[..] {
-                ["1.3"] => Ok(TlsVersions::Tls13),
-                ["1.2", "1.3"] => Ok(TlsVersions::Tls12And13),
-                _ => Err(format!("{names:?}: supported are [\"1.3\"] and [\"1.2\", \"1.3\"]")),
-            }
-        }),
-    }
-}
-
-fn quic(raw: RawQuic, x: &mut Extract) -> crate::transport::quic::QuicSettings {
-    let defaults = crate::transport::quic::QuicSettings::default();
-    crate::transport::quic::QuicSettings {
-        reset_key: raw.stateless_reset_key.and_then(|v| {
-            x.get("quic.stateless_reset_key", Some(v), None, |v| {
-                let key = string(v)?;
-                if key.len() < 32 {
-                    return Err("must be at least 32 bytes, and the same on every node".into());
-                }
-                Ok(Some(key.into_bytes()))
-            })
-        }),
-        receive_window: x.get(
-            "quic.receive_window",
-            raw.receive_window,
-            i64::from(defaults.receive_window),
-            int_in(4096, 1 << 30),
-        ) as u32,
-        send_window: x.get("quic.send_window", raw.send_window, i64::from(defaults.send_window), int_in(4096, 1 << 30))
-            as u32,
-        max_handshakes: x.get(
-            "quic.max_handshakes",
-            raw.max_handshakes,
-            defaults.max_handshakes as i64,
-            int_in(1, 1 << 20),
-        ) as usize,
-    }
-}
-
-/// A node id: letters, digits, '.', '_' and '-' (it is part of Redis keys and records).
-fn node_id(v: &Value) -> Result<String, String> {
-    let id = non_empty_string(v)?;
-    if id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) {
-        Ok(id)
-    } else {
-        Err(format!("{id:?}: use letters, digits, '.', '_' and '-' only"))
-    }
-}
-
-/// A `[backend]` duration between 1 ms and `max`.
-fn backend_duration(x: &mut Extract, key: &str, v: Option<Value>, default: Duration, max: Duration) -> Duration {
-    x.get(&format!("backend.{key}"), v, default, duration_in(Duration::from_millis(1), max))
-}
-
-/// `"name:port"` for DNS discovery.
-fn dns_name(v: &Value) -> Result<(String, u16), String> {
-    let s = string(v)?;
-    let (name, port) = s.rsplit_once(':').ok_or_else(|| format!("{s:?} is not name:port"))?;
-    let port: u16 = port.parse().map_err(|_| format!("{s:?}: bad port"))?;
-    if name.is_empty() || name.parse::<std::net::IpAddr>().is_ok() {
-        return Err(format!("{s:?}: give a DNS name here; fixed IPs go in backend.addresses"));
-    }
-    Ok((name.to_owned(), port))
-}
-
-fn default_node_id() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| {
-            h.trim().chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')).collect::<String>()
-        })
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "ringgate".to_owned())
 }
 
 #[cfg(test)]

@@ -13,9 +13,9 @@ use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::control::dns::DiscoveryState;
 use crate::metrics::{NodeGauges, render, set_node_gauges};
-use crate::registry::redis::RegistryState;
+use crate::status::DiscoveryState;
+use crate::status::RegistryState;
 use crate::worker::stats::WorkerStats;
 
 /// What the admin endpoint reads from the node.

@@ -4,43 +4,15 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::{Resolver, TokioResolver};
-use ringgate_router::dns::{AddressSet, DnsConfig, DnsStats, Resolution};
+use ringgate_router::dns::{AddressSet, DnsConfig, Resolution};
 
-use crate::worker::WorkerMsg;
-
-/// What discovery has seen, for tests and (later) metrics.
-#[derive(Debug, Clone, Default)]
-pub struct DiscoveryState {
-    pub stats: DnsStats,
-    pub current: Vec<SocketAddr>,
-    /// When an answer last carried addresses.
-    pub last_good: Option<std::time::Instant>,
-}
-
-/// Where to find the backends by DNS.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DnsTarget {
-    pub name: String,
-    pub port: u16,
-    /// An explicit nameserver; `None` uses the system configuration (/etc/resolv.conf).
-    pub nameserver: Option<SocketAddr>,
-    pub timers: DnsTimers,
-}
-
-/// The router's DNS timers, as configured.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DnsTimers {
-    pub min_ttl: Duration,
-    pub max_ttl: Duration,
-    pub hold_down: Duration,
-    pub retry: Duration,
-    pub timeout: Duration,
-}
+use crate::config::DnsTarget;
+use crate::inbox::WorkerMsg;
+use crate::status::DiscoveryState;
 
 fn resolver(target: &DnsTarget) -> Result<TokioResolver, String> {
     let mut builder = match target.nameserver {

@@ -42,39 +42,6 @@ impl Location {
     }
 }
 
-/// How many sessions a user may hold at once; a login that breaks the policy replaces the
-/// older sessions (they get Kick `replaced`), on whichever node they are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum DevicePolicy {
-    /// Any number of devices; only a re-login of the same device replaces its old session.
-    #[default]
-    Many,
-    /// One session per platform (a phone and a desktop, not two phones).
-    OnePerPlatform,
-    /// One session per user.
-    OnePerUser,
-}
-
-impl DevicePolicy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DevicePolicy::Many => "many",
-            DevicePolicy::OnePerPlatform => "one_per_platform",
-            DevicePolicy::OnePerUser => "one_per_user",
-        }
-    }
-
-    /// Whether a new session (device, platform) displaces an existing one.
-    pub fn displaces(self, new: (&str, &str), old: (&str, &str)) -> bool {
-        new.0 == old.0
-            || match self {
-                DevicePolicy::Many => false,
-                DevicePolicy::OnePerPlatform => new.1 == old.1,
-                DevicePolicy::OnePerUser => true,
-            }
-    }
-}
-
 /// A change a worker hands to the control plane.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RegistryOp {

@@ -22,9 +22,11 @@ use ringgate_codec::backoff::Backoff;
 use ringgate_codec::ReasonCode;
 use ringgate_codec::link::{KickTarget, LinkFrame, LinkKick};
 
-use super::{Batcher, DevicePolicy, Location, RegistryOp};
-use crate::worker::WorkerMsg;
-use crate::worker::state::owner_of;
+use super::{Batcher, Location, RegistryOp};
+use crate::config::{DevicePolicy, RedisTarget};
+use crate::inbox::WorkerMsg;
+use crate::inbox::owner_of;
+use crate::status::RegistryState;
 
 /// Removes `field` from hash `KEYS[1]` only if it still holds `ARGV[2]`.
 pub const COMPARE_AND_DELETE: &str = r"
@@ -64,21 +66,6 @@ if redis.call('HGET', KEYS[1], 'epoch') == ARGV[1] then
 end
 return 0";
 
-/// Where Redis is and how the registry uses it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RedisTarget {
-    /// `redis://host:port/db` or `redis+unix:///path`; ignored when `cluster` is set.
-    pub url: String,
-    /// Seed nodes of a Redis Cluster.
-    pub cluster: Vec<String>,
-    pub prefix: String,
-    pub lease_ttl: Duration,
-    /// Admit new clients while Redis is down (true), or refuse them with auth_unavailable.
-    pub fail_open: bool,
-    /// Most pending (merged) writes held while Redis is slow or down.
-    pub queue: usize,
-}
-
 /// This node, as its lease describes it.
 #[derive(Debug, Clone)]
 pub struct NodeInfo {
@@ -94,18 +81,6 @@ pub struct RegistryTx {
     /// Whether Redis answered the last write.
     pub up: Arc<AtomicBool>,
     pub fail_open: bool,
-}
-
-/// What the registry task has seen, for tests, readiness and (later) metrics.
-#[derive(Debug, Clone, Default)]
-pub struct RegistryState {
-    pub up: bool,
-    pub records: usize,
-    pub pending: usize,
-    pub overflow: u64,
-    pub batches: u64,
-    pub failures: u64,
-    pub reasserts: u64,
 }
 
 pub fn user_key(prefix: &str, user: &str) -> String {

@@ -1,83 +1,23 @@
-//! One client connection on a worker: its protocol session, its transport, and the task that
-//! waits for the transport to become readable (or writable while output is blocked).
+//! One client connection on a worker: its protocol session, its transport, who is on it, and
+//! the buffers it holds only while data is in motion. Its task is in `worker::task`.
 //!
 //! An idle TCP connection holds no read buffer: its task waits for readiness (a PollOnce op
 //! on io_uring, an epoll registration on the fallback), then the worker reads into its one
 //! shared buffer. Only a partial frame is copied into the connection's own `input`. A TLS
 //! connection works the same way with rustls in between (ciphertext in, plaintext out). A
-//! QUIC connection reads and writes its stream through the worker's endpoint
-//! (`worker::quic`), whose driver wakes the task when stream data arrives or room frees up.
+//! QUIC connection reads and writes its stream through the worker's endpoint, whose driver
+//! wakes the task when stream data arrives or room frees up. Which transport a connection
+//! uses is known only to [`crate::transport`]; this module calls its interface.
 
-use std::cell::RefCell;
-use std::future::poll_fn;
-use std::io::{self, Read, Write};
+use std::io;
 use std::rc::Rc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Waker};
 
-use bytes::{Buf, Bytes, BytesMut};
-use compio::runtime::fd::PollFd;
+use bytes::BytesMut;
 use ringgate_codec::client::Platform;
 use ringgate_codec::session::ServerSession;
-use socket2::Socket;
 
-use super::state::Worker;
-
-/// The socket of a connection. It lives inside the connection (no separate allocation); the
-/// connection's task polls it through the worker.
-pub(crate) type ConnFd = PollFd<Socket>;
-
-/// How a connection's bytes travel.
-pub(crate) enum Io {
-    Tcp(ConnFd),
-    /// rustls between the socket and the session (boxed: rustls's state is ~1 KiB, and a
-    /// plain TCP connection must not pay for the variant).
-    Tls(Box<TlsIo>),
-    Quic(Box<QuicIo>),
-}
-
-impl std::fmt::Debug for Io {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Io::Tcp(_) => "Tcp",
-            Io::Tls(..) => "Tls",
-            Io::Quic(_) => "Quic",
-        })
-    }
-}
-
-/// A TLS connection: its socket and rustls's state.
-pub(crate) struct TlsIo {
-    pub fd: ConnFd,
-    pub tls: rustls::ServerConnection,
-}
-
-/// A QUIC connection of the worker's endpoint, whose one bidirectional stream carries the
-/// client protocol.
-pub(crate) struct QuicIo {
-    pub ep: super::quic::Shared,
-    pub key: super::quic::QuicKey,
-    /// Output taken from the session and not yet accepted by the stream.
-    pub pending: Bytes,
-}
-
-impl Io {
-    pub fn transport(&self) -> super::Transport {
-        match self {
-            Io::Tcp(_) => super::Transport::Tcp,
-            Io::Tls(..) => super::Transport::Tls,
-            Io::Quic(_) => super::Transport::Quic,
-        }
-    }
-
-    /// The socket, for the transports that have one of their own.
-    pub fn fd(&self) -> Option<&ConnFd> {
-        match self {
-            Io::Tcp(fd) => Some(fd),
-            Io::Tls(t) => Some(&t.fd),
-            Io::Quic(_) => None,
-        }
-    }
-}
+use crate::transport::{Io, ReadOutcome, Wrote};
 
 /// Who is on an authenticated connection.
 #[derive(Debug)]
@@ -178,58 +118,6 @@ impl ConnIds {
     }
 }
 
-/// What a socket error means for a read.
-fn io_outcome(e: &io::Error) -> ReadOutcome {
-    match e.kind() {
-        io::ErrorKind::WouldBlock => ReadOutcome::WouldBlock,
-        io::ErrorKind::Interrupted => ReadOutcome::Data(0),
-        _ => ReadOutcome::Gone,
-    }
-}
-
-/// Writes a QUIC connection's pending output into its stream.
-fn flush_quic(
-    quic: &mut QuicIo,
-    session: &mut ServerSession,
-    want_write: &mut bool,
-    cx: &mut Context<'_>,
-) -> io::Result<usize> {
-    let mut written = 0;
-    loop {
-        if quic.pending.is_empty() {
-            if session.output().is_empty() {
-                *want_write = false;
-                return Ok(written);
-            }
-            quic.pending = std::mem::take(session.output()).freeze();
-        }
-        let wrote = quic.ep.borrow_mut().write(quic.key, &quic.pending, cx)?;
-        match wrote {
-            Some(n) if n > 0 => {
-                quic.pending.advance(n);
-                written += n;
-            }
-            Some(_) => return Err(io::ErrorKind::WriteZero.into()),
-            None => {
-                *want_write = true;
-                return Ok(written);
-            }
-        }
-    }
-}
-
-/// What a read attempt found.
-pub(crate) enum ReadOutcome {
-    /// This many bytes were appended to `input` (and maybe more are waiting).
-    Data(usize),
-    /// Nothing more to read now.
-    WouldBlock,
-    /// The peer closed its side, or the socket failed.
-    Gone,
-    /// The TLS handshake or a record failed (rustls sent its alert).
-    TlsFailed,
-}
-
 impl Conn {
     pub fn new(session: ServerSession, io: Io) -> Conn {
         Conn { session, io, identity: None, waker: None, want_write: false, bufs: None }
@@ -246,74 +134,22 @@ impl Conn {
         self.bufs.as_ref().is_some_and(|b| !b.input.is_empty())
     }
 
-    /// Reads once (into `buf` for socket transports) and keeps what arrived as input. A QUIC
-    /// stream registers `cx` when nothing is there. TLS failures are `Gone` after rustls's
-    /// alert has been written where the socket takes it.
+    /// Reads once through the transport (with `buf`, the worker's shared buffer, as
+    /// scratch) and keeps what arrived as input.
     pub fn read_into(&mut self, buf: &mut [u8], cx: &mut Context<'_>) -> ReadOutcome {
-        let n = match &mut self.io {
-            Io::Tcp(fd) => match (&**fd as &Socket).read(buf) {
-                Ok(0) => return ReadOutcome::Gone,
-                Ok(n) => n,
-                Err(e) => return io_outcome(&e),
-            },
-            Io::Tls(t) => {
-                let TlsIo { fd, tls } = &mut **t;
-                let mut socket: &Socket = fd;
-                match tls.read_tls(&mut socket) {
-                    Ok(0) => return ReadOutcome::Gone,
-                    Ok(_) => {}
-                    Err(e) => return io_outcome(&e),
-                }
-                if let Err(e) = tls.process_new_packets() {
-                    tracing::debug!(error = %e, "tls connection failed");
-                    while tls.wants_write() && tls.write_tls(&mut socket).is_ok_and(|n| n > 0) {}
-                    return ReadOutcome::TlsFailed;
-                }
-                let mut n = 0;
-                loop {
-                    match tls.reader().read(buf) {
-                        Ok(0) => return ReadOutcome::Gone,
-                        Ok(got) => {
-                            let bufs = self.bufs.get_or_insert_with(Box::default);
-                            bufs.input.extend_from_slice(buf.get(..got).unwrap_or_default());
-                            n += got;
-                        }
-                        // No more plaintext for now.
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadOutcome::Data(n),
-                        Err(_) => return ReadOutcome::Gone,
-                    }
-                }
-            }
-            Io::Quic(quic) => {
-                let got = quic.ep.borrow_mut().read(quic.key, cx);
-                match got {
-                    super::quic::QuicRead::Data(bytes) => {
-                        let bufs = self.bufs.get_or_insert_with(Box::default);
-                        bufs.input.extend_from_slice(&bytes);
-                        return ReadOutcome::Data(bytes.len());
-                    }
-                    super::quic::QuicRead::WouldBlock => return ReadOutcome::WouldBlock,
-                    super::quic::QuicRead::Gone => return ReadOutcome::Gone,
-                }
-            }
-        };
-        let bufs = self.bufs.get_or_insert_with(Box::default);
-        bufs.input.extend_from_slice(buf.get(..n).unwrap_or_default());
-        ReadOutcome::Data(n)
+        let bufs = &mut self.bufs;
+        let mut input = |bytes: &[u8]| bufs.get_or_insert_with(Box::default).input.extend_from_slice(bytes);
+        self.io.read(buf, &mut input, cx)
     }
 
     /// Writes as much pending output as the transport takes now, many frames per write, and
     /// returns the bytes written. Sets `want_write` when the transport is full; a QUIC stream
     /// then wakes `cx` when it has room. Errors mean the connection is gone.
     pub fn flush(&mut self, cx: &mut Context<'_>) -> io::Result<usize> {
-        if let Io::Quic(quic) = &mut self.io {
-            return flush_quic(quic, &mut self.session, &mut self.want_write, cx);
-        }
         let mut written = 0;
         loop {
             let pending = self.bufs.as_ref().is_some_and(|b| !b.transit.is_empty());
-            let tls_pending = self.tls_wants_write();
-            if !pending && !tls_pending {
+            if !pending && !self.io.wants_write() {
                 if self.session.output().is_empty() {
                     self.want_write = false;
                     self.trim();
@@ -322,57 +158,29 @@ impl Conn {
                 // Take the whole buffer: `split()` would leave its empty tail holding the
                 // allocation for as long as the connection idles.
                 let out = std::mem::take(self.session.output());
-                self.bufs.get_or_insert_with(Box::default).transit = out;
+                let bufs = self.bufs.get_or_insert_with(Box::default);
+                self.io.stage(out, &mut bufs.transit);
             }
-            let step = match &mut self.io {
-                Io::Tcp(fd) => match self.bufs.as_mut() {
-                    Some(bufs) if !bufs.transit.is_empty() => {
-                        let n = (&**fd as &Socket).write(&bufs.transit);
-                        if let Ok(n) = n {
-                            bufs.transit.advance(n);
-                        }
-                        n
-                    }
-                    _ => Ok(0),
-                },
-                Io::Tls(t) => {
-                    let TlsIo { fd, tls } = &mut **t;
-                    // Plaintext into rustls (it takes up to its buffer limit), then records out.
-                    if let Some(bufs) = self.bufs.as_mut()
-                        && !bufs.transit.is_empty()
-                    {
-                        let took = tls.writer().write(&bufs.transit)?;
-                        bufs.transit.advance(took);
-                    }
-                    if tls.wants_write() {
-                        let mut socket: &Socket = fd;
-                        tls.write_tls(&mut socket)
-                    } else if self.bufs.as_ref().is_some_and(|b| !b.transit.is_empty()) {
-                        // rustls is full and has nothing to write: cannot happen with a
-                        // buffer limit, but never spin.
-                        Err(io::ErrorKind::WouldBlock.into())
-                    } else {
-                        continue;
-                    }
-                }
-                Io::Quic(_) => Ok(0),
-            };
-            match step {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            let bufs = self.bufs.get_or_insert_with(Box::default);
+            match self.io.write(&mut bufs.transit, cx)? {
+                Wrote::Bytes(n) => written += n,
+                Wrote::Blocked => {
                     self.want_write = true;
                     return Ok(written);
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
             }
         }
     }
 
-    /// Whether rustls has handshake records or an alert waiting to be written.
-    pub fn tls_wants_write(&self) -> bool {
-        matches!(&self.io, Io::Tls(t) if t.tls.wants_write())
+    /// Whether the transport has bytes of its own to write (TLS handshake records).
+    pub fn transport_wants_write(&self) -> bool {
+        self.io.wants_write()
+    }
+
+    /// Lets go of the transport, handing it the output it never took.
+    pub fn close_transport(self, reason: ringgate_codec::ReasonCode) {
+        let unsent = self.bufs.as_ref().map_or(&[][..], |b| &b.transit[..]);
+        crate::transport::close(self.io, reason, unsent);
     }
 
     /// Gives back the buffers once nothing is in motion.
@@ -387,57 +195,6 @@ impl Conn {
         if let Some(waker) = self.waker.take() {
             waker.wake();
         }
-    }
-}
-
-/// The task of connection `id`: waits for readiness and hands each event to the worker.
-/// Ends when the worker has removed the connection; dropping the last handle on the socket
-/// then cancels any pending readiness op and closes it.
-pub(crate) async fn run(worker: Rc<RefCell<Worker>>, id: u64) {
-    poll_fn(|cx| {
-        loop {
-            let mut w = worker.borrow_mut();
-            let Some(conn) = w.conns.get_mut(&id) else { return Poll::Ready(()) };
-            let Some(fd) = conn.io.fd() else {
-                // QUIC: read until the stream has registered this task, then write what is
-                // pending until the stream takes it all or registers this task too.
-                w.on_readable(id, cx);
-                if w.conns.get(&id).is_some_and(|c| c.want_write) {
-                    w.flush_conn(id, cx);
-                }
-                let Some(conn) = w.conns.get_mut(&id) else { return Poll::Ready(()) };
-                remember(&mut conn.waker, cx);
-                return Poll::Pending;
-            };
-            let readable = fd.poll_read_ready(cx);
-            let writable = if conn.want_write { fd.poll_write_ready(cx) } else { Poll::Pending };
-            match (readable, writable) {
-                (Poll::Ready(Err(_)), _) | (_, Poll::Ready(Err(_))) => {
-                    w.on_socket_gone(id);
-                    continue;
-                }
-                (Poll::Ready(Ok(())), _) => {
-                    w.on_readable(id, cx);
-                    continue;
-                }
-                (_, Poll::Ready(Ok(()))) => {
-                    w.flush_conn(id, cx);
-                    continue;
-                }
-                (Poll::Pending, Poll::Pending) => {}
-            }
-            remember(&mut conn.waker, cx);
-            return Poll::Pending;
-        }
-    })
-    .await;
-}
-
-/// Keeps the task's waker so the worker can wake it (a Waker clone only when it changed).
-pub(crate) fn remember(slot: &mut Option<Waker>, cx: &Context<'_>) {
-    match slot {
-        Some(waker) if waker.will_wake(cx.waker()) => {}
-        _ => *slot = Some(cx.waker().clone()),
     }
 }
 

@@ -9,8 +9,8 @@
 use ringgate_codec::ReasonCode;
 use ringgate_codec::link::{KickTarget, LinkFrame, PushResult};
 
-use super::WorkerMsg;
-use super::state::{LinkKey, PushTally, Worker, owner_of};
+use super::state::{LinkKey, PushTally, Worker};
+use crate::inbox::{WorkerMsg, owner_of};
 
 /// How a backend frame reached this worker.
 #[derive(Debug, Clone, Copy)]

@@ -2,15 +2,18 @@
 //! and backend link. Workers talk to each other and to the control plane only through
 //! bounded channels.
 
+mod backends;
 pub(crate) mod conn;
 mod downstream;
+mod drain;
 pub(crate) mod link;
-pub(crate) mod quic;
+mod policy;
+mod rooms;
 pub(crate) mod state;
 pub mod stats;
+mod task;
 mod tcp_link;
 mod timer;
-pub(crate) mod udp;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -24,69 +27,16 @@ use compio::net::TcpListener;
 use compio::runtime::JoinHandle;
 use ringgate_codec::ReasonCode;
 use ringgate_codec::client::{ClientFrame, Close};
-use ringgate_codec::link::{Hello, LINK_VERSION, LinkFrame};
+use ringgate_codec::link::{Hello, LINK_VERSION};
 use socket2::Socket;
 
 use self::downstream::Via;
 use self::state::Worker;
 use self::stats::WorkerStats;
 use crate::config::Config;
-
-/// How a client connected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    Tcp = 0,
-    Tls = 1,
-    Quic = 2,
-}
-
-impl Transport {
-    pub const ALL: [Transport; 3] = [Transport::Tcp, Transport::Tls, Transport::Quic];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Transport::Tcp => "tcp",
-            Transport::Tls => "tls",
-            Transport::Quic => "quic",
-        }
-    }
-}
-
-/// Messages a worker receives on its inbox.
-#[derive(Debug)]
-pub enum WorkerMsg {
-    /// A frame from backend link `link` (its address; `None` for the embedded backend), or
-    /// one forwarded by the worker that read it.
-    /// (Frames are boxed: inboxes keep their peak capacity, so every slot should be small.)
-    FromBackend { link: Option<SocketAddr>, frame: Box<LinkFrame> },
-    /// A new backend address set from discovery; links are reconciled to it.
-    Backends(Arc<[SocketAddr]>),
-    /// A node-wide frame another worker read from a link; deliver locally only, and send the
-    /// delivered count to `reply` = (origin worker, token) when given.
-    Fanout { frame: Box<LinkFrame>, reply: Option<(usize, u64)> },
-    /// A user logged in (connection `except`): close the user's sessions here that the device
-    /// policy says it replaces.
-    Displace { user: Arc<str>, device: Arc<str>, platform: &'static str, except: u64 },
-    /// A peer's delivered count for a node-wide push this worker is tallying.
-    PushCount { token: u64, delivered: u32 },
-    /// Draining: close the listener.
-    StopAccepting,
-    /// Draining: send GoAway to up to `quota` more connections of this worker.
-    GoAway { quota: usize, frame: Arc<ringgate_codec::client::GoAway> },
-    /// A reloaded config: limits, auth keys and policy apply to connections from now on.
-    Reload(Arc<Config>),
-    /// Reloaded certificates: TLS handshakes and QUIC connections from now on use them.
-    Certs(Box<NewCerts>),
-    /// Close every connection with `server_shutdown` and stop.
-    Shutdown,
-}
-
-/// What a certificate reload hands each worker.
-#[derive(Debug)]
-pub struct NewCerts {
-    pub tls: Arc<rustls::ServerConfig>,
-    pub quic: Option<quinn_proto::ServerConfig>,
-}
+use crate::inbox::{NewCerts, WorkerMsg};
+use crate::transport::Io;
+use crate::transport::quic::{self, Acceptor, QuicIo};
 
 /// Everything a worker thread starts from.
 pub(crate) struct WorkerSetup {
@@ -159,7 +109,7 @@ pub(crate) fn run(setup: WorkerSetup, started: std::sync::mpsc::Sender<io::Resul
         if let (Some(socket), Some(server)) = (setup.quic_socket, setup.certs.and_then(|c| c.quic)) {
             match quic_endpoint(&setup.config, setup.index, socket, server, &worker) {
                 Ok(endpoint) => {
-                    let driver = quic::run(endpoint.clone(), worker.clone());
+                    let driver = quic::endpoint::run(endpoint.clone(), QuicAcceptor(worker.clone()));
                     accepting.quic_driver = Some(compio::runtime::spawn(driver));
                     accepting.quic = Some(endpoint);
                 }
@@ -272,8 +222,8 @@ fn quic_endpoint(
     server: quinn_proto::ServerConfig,
     worker: &Rc<RefCell<Worker>>,
 ) -> io::Result<quic::Shared> {
-    let key = crate::transport::quic::reset_key(&config.quic);
-    let endpoint_config = crate::transport::quic::endpoint_config(index, &key);
+    let key = quic::reset_key(&config.quic);
+    let endpoint_config = quic::endpoint_config(index, &key);
     let w = worker.borrow();
     let metrics = quic::QuicMetrics { refused: w.metrics.quic_refused.clone(), failed: w.metrics.quic_failed.clone() };
     quic::QuicEndpoint::new(
@@ -284,6 +234,30 @@ fn quic_endpoint(
         config.session.auth_timeout,
         metrics,
     )
+}
+
+/// The worker as its QUIC endpoint's driver sees it.
+struct QuicAcceptor(Rc<RefCell<Worker>>);
+
+impl Acceptor for QuicAcceptor {
+    fn is_full(&self) -> bool {
+        self.0.borrow().is_full()
+    }
+
+    fn admit(&self, io: QuicIo) -> Result<(), QuicIo> {
+        let admitted = self.0.borrow_mut().admit(Io::Quic(Box::new(io)), Instant::now());
+        match admitted {
+            Ok(id) => {
+                compio::runtime::spawn(task::run(self.0.clone(), id)).detach();
+                Ok(())
+            }
+            Err(Io::Quic(io)) => Err(*io),
+            Err(other) => {
+                crate::transport::close(other, ReasonCode::SERVER_OVERLOADED, &[]);
+                Ok(())
+            }
+        }
+    }
 }
 
 async fn accept_loop(worker: Rc<RefCell<Worker>>, listener: TcpListener, tls: bool) {
@@ -305,15 +279,15 @@ async fn accept_loop(worker: Rc<RefCell<Worker>>, listener: TcpListener, tls: bo
             let config = worker.borrow().tls_config.clone();
             let Some(Ok(mut session)) = config.map(rustls::ServerConnection::new) else { continue };
             session.set_buffer_limit(Some(crate::transport::tls::BUFFER_LIMIT));
-            conn::Io::Tls(Box::new(conn::TlsIo { fd, tls: session }))
+            Io::Tls(Box::new(crate::transport::tls::TlsIo { fd, tls: session }))
         } else {
-            conn::Io::Tcp(fd)
+            Io::Tcp(fd)
         };
         let admitted = worker.borrow_mut().admit(io, Instant::now());
         match admitted {
-            Ok(id) => compio::runtime::spawn(conn::run(worker.clone(), id)).detach(),
+            Ok(id) => compio::runtime::spawn(task::run(worker.clone(), id)).detach(),
             // A full node tells plain TCP clients why; a TLS client just sees the close.
-            Err(conn::Io::Tcp(fd)) => refuse(&fd),
+            Err(Io::Tcp(fd)) => refuse(&fd),
             Err(_) => {}
         }
     }

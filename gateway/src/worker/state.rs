@@ -7,24 +7,22 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Waker};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use ringgate_codec::ReasonCode;
 use ringgate_codec::client::{Auth, AuthOk, PROTOCOL_VERSION, SendFrame};
 use ringgate_codec::session::{ServerEvent, ServerSession};
 
-use super::WorkerMsg;
-use super::conn::{Conn, ConnIdentity, ConnIds, Io, ReadOutcome, user_key};
+use super::conn::{Conn, ConnIdentity, ConnIds, user_key};
 use super::link::Link;
 use super::stats::WorkerStats;
 use super::timer::TimerWheel;
 use crate::auth;
 use crate::config::Config;
+use crate::inbox::{WORKER_SHIFT, WorkerMsg};
 use crate::metrics::FrameOut;
+use crate::transport::{Failure, Io, ReadOutcome};
 use ringgate_router::Ring;
-
-/// Bits of a connection id below the worker index. A conn id is never 0.
-const WORKER_SHIFT: u32 = 48;
 
 /// Names a backend link across ring changes: its address, or `None` for the embedded backend.
 pub(crate) type LinkKey = Option<std::net::SocketAddr>;
@@ -36,11 +34,6 @@ pub(crate) struct PushTally {
     pub push_id: u64,
     pub delivered: u32,
     pub waiting: usize,
-}
-
-/// The worker that owns connection `conn_id`.
-pub(crate) fn owner_of(conn_id: u64) -> Option<usize> {
-    usize::try_from(conn_id >> WORKER_SHIFT).ok()?.checked_sub(1)
 }
 
 #[derive(Debug)]
@@ -67,7 +60,7 @@ pub(crate) struct Worker {
     pub tls_config: Option<Arc<rustls::ServerConfig>>,
     pub push_tallies: FxHashMap<u64, PushTally>,
     /// Draining: connections not told yet (taken on the first GoAway message).
-    drain_queue: Option<Vec<u64>>,
+    pub(super) drain_queue: Option<Vec<u64>>,
     pub node_epoch: u64,
     /// `None`: single node, the in-process index is the registry.
     pub registry: Option<crate::registry::redis::RegistryTx>,
@@ -151,8 +144,10 @@ impl Worker {
                 }
                 ReadOutcome::WouldBlock => break,
                 ReadOutcome::Gone => return self.on_socket_gone(id),
-                ReadOutcome::TlsFailed => {
-                    self.metrics.tls_failed.increment(1);
+                ReadOutcome::Failed(failure) => {
+                    match failure {
+                        Failure::Tls => self.metrics.tls_failed.increment(1),
+                    }
                     return self.on_socket_gone(id);
                 }
             }
@@ -161,7 +156,7 @@ impl Worker {
             conn.trim();
             // Frames the session answered by itself (Pongs, too-many-in-flight Acks) raise no
             // event but still need writing, and so do TLS handshake records.
-            if !conn.session.output().is_empty() || conn.tls_wants_write() {
+            if !conn.session.output().is_empty() || conn.transport_wants_write() {
                 self.dirty.push(id);
             }
         }
@@ -379,28 +374,7 @@ impl Worker {
             }
         }
         conn.wake();
-        crate::transport::close(conn.io, reason);
-    }
-
-    pub fn join_room(&mut self, id: u64, room: &str) {
-        // Only authenticated connections are known to backends, so only they join rooms.
-        let Some(identity) = self.conns.get_mut(&id).and_then(|c| c.identity.as_mut()) else { return };
-        let room: Rc<str> = self.rooms.get_key_value(room).map_or_else(|| Rc::from(room), |(k, _)| k.clone());
-        if self.rooms.entry(room.clone()).or_default().insert(id) {
-            identity.rooms.get_or_insert_with(Box::default).push(room);
-        }
-    }
-
-    pub fn leave_room(&mut self, id: u64, room: &str) {
-        if let Some(members) = self.rooms.get_mut(room) {
-            members.remove(&id);
-            if members.is_empty() {
-                self.rooms.remove(room);
-            }
-        }
-        if let Some(rooms) = self.conns.get_mut(&id).and_then(|c| c.identity.as_mut()).and_then(|i| i.rooms.as_mut()) {
-            rooms.retain(|r| &**r != room);
-        }
+        conn.close_transport(reason);
     }
 
     /// Fires due timers: closes connections whose auth or idle deadline passed, re-arms the
@@ -423,122 +397,9 @@ impl Worker {
         self.due = due;
     }
 
-    /// The link a routing key goes to: its ring owner, or that key's next choice when the
-    /// owner's link is down. The embedded backend has a single link and no ring.
-    fn route_in<'a>(ring: &Ring, links: &'a mut [Link], key: &[u8]) -> Option<&'a mut Link> {
-        let index = if ring.is_empty() { 0 } else { ring.pick(key, |i| links.get(i).is_some_and(Link::is_up))? };
-        links.get_mut(index).filter(|l| l.is_up())
-    }
-
-    /// Tells every worker (this one included) about a login so each closes the sessions the
-    /// device policy says it replaces. Sessions on other nodes are the registry's job.
-    fn announce_login(&mut self, id: u64) {
-        let Some(identity) = self.conns.get(&id).and_then(|c| c.identity.as_ref()) else { return };
-        let user: Arc<str> = Arc::from(&*identity.user_id);
-        let device: Arc<str> = Arc::from(&*identity.device_id);
-        let platform = identity.platform.as_str();
-        for (i, peer) in self.peers.iter().enumerate() {
-            if i != self.index {
-                let msg = WorkerMsg::Displace { user: user.clone(), device: device.clone(), platform, except: id };
-                let _ = peer.try_send(msg);
-            }
-        }
-        self.displace(&user, &device, platform, id);
-    }
-
-    /// Closes this worker's sessions of `user` that a login of (device, platform) replaces.
-    pub fn displace(&mut self, user: &str, device: &str, platform: &str, except: u64) {
-        let policy = self.config.device_policy;
-        let replaced: Vec<u64> = self
-            .conns_of(user, None)
-            .into_iter()
-            .filter(|&id| id != except)
-            .filter(|id| {
-                self.conns
-                    .get(id)
-                    .and_then(|c| c.identity.as_ref())
-                    .is_some_and(|i| policy.displaces((device, platform), (&i.device_id, i.platform.as_str())))
-            })
-            .collect();
-        for id in replaced {
-            self.close(id, ReasonCode::REPLACED, "logged in elsewhere", true);
-        }
-    }
-
     pub fn next_tally_token(&mut self) -> u64 {
         self.next_tally += 1;
         self.next_tally
-    }
-
-    /// A Pong arrived on link `key`: its round trip since the last Ping.
-    pub fn link_pong(&mut self, key: LinkKey) {
-        if let Some(sent) = self.link_mut(key).and_then(|l| l.ping_sent()) {
-            self.metrics.backend_link_rtt_seconds.record(sent.elapsed().as_secs_f64());
-        }
-    }
-
-    /// The link named `key`.
-    pub fn link_mut(&mut self, key: LinkKey) -> Option<&mut Link> {
-        self.links.iter_mut().find(|l| l.addr == key)
-    }
-
-    /// Link `key` finished its handshake.
-    pub fn link_up(&mut self, key: LinkKey, window: usize) {
-        if let Some(link) = self.link_mut(key) {
-            link.set_up(window);
-        }
-        self.count_links();
-    }
-
-    fn count_links(&self) {
-        let up = self.links.iter().filter(|l| l.is_up()).count();
-        self.metrics.backend_links_up.set(up as f64);
-        self.stats.links_up.store(up as u64, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// Link `key` died: every Send waiting on it gets `backend_unavailable`, exactly once.
-    pub fn link_down(&mut self, key: LinkKey) {
-        let pending = self.link_mut(key).map(Link::set_down).unwrap_or_default();
-        self.count_links();
-        self.fail_pending(pending);
-    }
-
-    fn fail_pending(&mut self, pending: Vec<(u64, u64)>) {
-        for (conn, seq) in pending {
-            self.metrics.acked(ReasonCode::BACKEND_UNAVAILABLE, None);
-            self.ack(conn, seq, ReasonCode::BACKEND_UNAVAILABLE, None);
-        }
-        self.flush_dirty();
-    }
-
-    /// A new backend set: keeps the links of addresses still present (with their state and
-    /// tasks), makes links for new ones and drops the rest (failing their pending Sends).
-    /// Returns the new links' addresses and outputs, for the caller to start their tasks,
-    /// and the removed addresses, whose tasks the caller stops.
-    pub fn set_backends(&mut self, addrs: &[std::net::SocketAddr], link_buffer: usize) -> BackendChange {
-        let ring = Ring::new(addrs.iter().copied());
-        let mut old: Vec<Link> = std::mem::take(&mut self.links);
-        let mut change = BackendChange::default();
-        for addr in ring.addrs() {
-            match old.iter().position(|l| l.addr == Some(addr)) {
-                Some(i) => self.links.push(old.swap_remove(i)),
-                None => {
-                    let out = Rc::new(std::cell::RefCell::new(super::link::TcpOut::default()));
-                    self.links.push(Link::tcp(addr, out.clone(), link_buffer));
-                    change.added.push((addr, out));
-                }
-            }
-        }
-        self.metrics.ring_size.set(ring.len() as f64);
-        self.metrics.ring_keys_moved_ratio.set(keys_moved(&self.ring, &ring));
-        self.ring = ring;
-        self.count_links();
-        for mut gone in old {
-            change.removed.extend(gone.addr);
-            let pending = gone.set_down();
-            self.fail_pending(pending);
-        }
-        change
     }
 
     /// The connections of `user_id` on this worker, optionally only those of `device`.
@@ -552,23 +413,6 @@ impl Worker {
                 .is_some_and(|i| *i.user_id == *user_id && device.is_none_or(|d| d.iter().any(|d| **d == *i.device_id)))
         });
         ids
-    }
-
-    fn backend_timers(&mut self, now: Instant) {
-        let (timeout, ping) = self
-            .config
-            .backend
-            .as_ref()
-            .map_or((Duration::from_secs(10), Duration::from_secs(5)), |b| (b.request_timeout, b.ping_interval));
-        let mut expired = Vec::new();
-        for link in &mut self.links {
-            expired.extend(link.take_expired(now, timeout));
-            link.keepalive(now, ping);
-        }
-        for (conn, seq) in expired {
-            self.metrics.acked(ReasonCode::BACKEND_TIMEOUT, None);
-            self.ack(conn, seq, ReasonCode::BACKEND_TIMEOUT, None);
-        }
     }
 
     pub fn mark_dirty(&mut self, id: u64) {
@@ -604,58 +448,6 @@ impl Worker {
             conn.wake();
         }
     }
-
-    /// Draining: sends GoAway to up to `quota` more connections. A client answers by finishing
-    /// its in-flight Sends and closing; connections not yet authenticated are closed at once.
-    pub fn go_away(&mut self, quota: usize, frame: &ringgate_codec::client::GoAway) {
-        let mut queue = self.drain_queue.take().unwrap_or_else(|| self.conns.keys().copied().collect());
-        let take = quota.min(queue.len());
-        for id in queue.drain(..take) {
-            let Some(conn) = self.conns.get_mut(&id) else { continue };
-            if conn.identity.is_some() {
-                conn.session.go_away(frame);
-                self.metrics.frame_out(FrameOut::GoAway);
-                self.mark_dirty(id);
-            } else {
-                self.close(id, ReasonCode::SERVER_DRAINING, "", false);
-            }
-        }
-        self.drain_queue = Some(queue);
-        self.flush_dirty();
-    }
-
-    /// Takes a reloaded config; existing sessions keep the limits they started with.
-    pub fn reload(&mut self, config: Arc<Config>) {
-        self.max_conns = config.max_connections.div_ceil(config.workers.max(1));
-        self.config = config;
-    }
-
-    /// Closes every connection with `reason` (shutdown).
-    pub fn close_all(&mut self, reason: ReasonCode) {
-        let ids: Vec<u64> = self.conns.keys().copied().collect();
-        for id in ids {
-            self.close(id, reason, "", false);
-        }
-    }
-}
-
-/// The share of keys whose backend differs between two rings, over a fixed sample.
-fn keys_moved(old: &Ring, new: &Ring) -> f64 {
-    const SAMPLE: u32 = 1000;
-    let moved = (0..SAMPLE)
-        .filter(|i| {
-            let key = format!("sample-{i}");
-            old.owner(key.as_bytes()) != new.owner(key.as_bytes())
-        })
-        .count();
-    moved as f64 / f64::from(SAMPLE)
-}
-
-/// What [`Worker::set_backends`] changed.
-#[derive(Debug, Default)]
-pub(crate) struct BackendChange {
-    pub added: Vec<(std::net::SocketAddr, Rc<std::cell::RefCell<super::link::TcpOut>>)>,
-    pub removed: Vec<std::net::SocketAddr>,
 }
 
 /// Hands the registry a Put (login) or Del (close) for connection `(id, since_ms)` of `node`. Never

@@ -17,7 +17,7 @@ use std::os::fd::RawFd;
 /// Datagrams per receive call.
 pub(crate) const SLOTS: usize = 32;
 /// Bytes per received datagram (and the largest UDP payload peers may send us).
-pub(crate) const SLOT: usize = crate::transport::quic::MAX_UDP_PAYLOAD as usize;
+pub(crate) const SLOT: usize = super::MAX_UDP_PAYLOAD as usize;
 /// Datagrams per send call.
 const SEND_BATCH: usize = 64;
 /// Datagrams waiting for the socket to have room, at most; more are dropped (QUIC's loss

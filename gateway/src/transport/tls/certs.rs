@@ -4,11 +4,13 @@
 //! loads them again and new handshakes use the new pair while established connections keep
 //! theirs. The provider is ring (no C toolchain beyond what ring needs, no aws-lc build).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::config::{TlsSettings, TlsVersions};
 
 /// The only application protocol a ringgate listener speaks (ALPN, TLS and QUIC alike).
 pub const ALPN: &[u8] = b"ringgate/1";
@@ -18,23 +20,6 @@ pub const ALPN: &[u8] = b"ringgate/1";
 /// session's `max_outbound` limit sees it and closes a slow consumer; rustls's share of a
 /// slow TLS client's memory stays at one TLS record.
 pub const BUFFER_LIMIT: usize = 16 * 1024;
-
-/// Which TLS versions the TCP listener accepts. QUIC is TLS 1.3 by definition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlsVersions {
-    /// TLS 1.3 only (the default).
-    Tls13,
-    /// TLS 1.2 and 1.3, for old client stacks.
-    Tls12And13,
-}
-
-/// `[tls]`: where the certificate chain and key live.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsSettings {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    pub versions: TlsVersions,
-}
 
 /// What both transports' handshakes are made from. Cheap to clone (all `Arc`).
 #[derive(Clone)]

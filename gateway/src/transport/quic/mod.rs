@@ -1,5 +1,5 @@
 //! QUIC on the workers: one UDP socket and one quinn-proto endpoint per worker, driven by
-//! the worker (`worker::quic`).
+//! the worker ([`endpoint`]), with batched UDP I/O ([`udp`]) and a slim TLS session ([`tls`]).
 //!
 //! # Which worker gets a packet
 //!
@@ -36,8 +36,8 @@
 //!   default), no unidirectional streams, no datagrams, windows sized to the protocol's
 //!   frame limit, and no path-MTU probing state;
 //! - the TLS session lets go of rustls's state once the handshake is done and builds the
-//!   next key phase's keys only when the peer first uses them ([`super::quic_tls`]);
-//! - each worker drives quinn-proto itself (`worker::quic`): no task, channel, timer or
+//!   next key phase's keys only when the peer first uses them ([`tls`]);
+//! - each worker drives quinn-proto itself ([`endpoint`]): no task, channel, timer or
 //!   transmit buffer per connection.
 
 use std::io;
@@ -45,27 +45,60 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::{Buf, BytesMut};
 use quinn_proto::{EndpointConfig, IdleTimeout, ServerConfig, TransportConfig, VarInt};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::tls::Certs;
+use crate::config::QuicSettings;
 
-/// `[quic]` settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QuicSettings {
-    /// Secret all nodes share for stateless resets; `None` = random per process.
-    pub reset_key: Option<Vec<u8>>,
-    /// Per-stream and per-connection receive window, bytes.
-    pub receive_window: u32,
-    /// Most unacknowledged bytes in flight to one client.
-    pub send_window: u32,
-    /// Most handshakes run at once per worker; more wait in line (`worker::quic`).
-    pub max_handshakes: usize,
+pub(crate) mod endpoint;
+mod tls;
+mod udp;
+
+pub(crate) use endpoint::{Acceptor, QuicEndpoint, QuicKey, QuicMetrics, QuicRead, Shared};
+
+/// A QUIC connection of the worker's endpoint, whose one bidirectional stream carries the
+/// client protocol.
+pub(crate) struct QuicIo {
+    pub ep: Shared,
+    pub key: QuicKey,
 }
 
-impl Default for QuicSettings {
-    fn default() -> Self {
-        QuicSettings { reset_key: None, receive_window: 128 * 1024, send_window: 256 * 1024, max_handshakes: 256 }
+impl QuicIo {
+    /// Reads the next chunk of the stream; registers `cx` when there is none.
+    pub fn read(&mut self, input: &mut dyn FnMut(&[u8]), cx: &mut std::task::Context<'_>) -> super::ReadOutcome {
+        let got = self.ep.borrow_mut().read(self.key, cx);
+        match got {
+            QuicRead::Data(bytes) => {
+                input(&bytes);
+                super::ReadOutcome::Data(bytes.len())
+            }
+            QuicRead::WouldBlock => super::ReadOutcome::WouldBlock,
+            QuicRead::Gone => super::ReadOutcome::Gone,
+        }
+    }
+
+    /// Writes into the stream what it takes; `Blocked` (and `cx` registered) when it has
+    /// no room now.
+    pub fn write(&mut self, transit: &mut BytesMut, cx: &mut std::task::Context<'_>) -> io::Result<super::Wrote> {
+        if transit.is_empty() {
+            return Ok(super::Wrote::Bytes(0));
+        }
+        let wrote = self.ep.borrow_mut().write(self.key, transit, cx)?;
+        match wrote {
+            Some(0) => Err(io::ErrorKind::WriteZero.into()),
+            Some(n) => {
+                transit.advance(n);
+                Ok(super::Wrote::Bytes(n))
+            }
+            None => Ok(super::Wrote::Blocked),
+        }
+    }
+
+    /// Finishes the stream after `unsent` and closes with `reason` (see [`QuicEndpoint::close`]).
+    pub fn close(self, reason: ringgate_codec::ReasonCode, unsent: &[u8]) {
+        self.ep.borrow_mut().close(self.key, reason, unsent);
     }
 }
 
@@ -88,9 +121,9 @@ pub fn bind_group(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::Ud
         let _ = socket.set_send_buffer_size(4 << 20);
         if addr.ip().is_unspecified() {
             // Bound to every address: learn each datagram's destination address, so replies
-            // leave from it (`worker::udp`). Behind LVS-DR the client addressed the VIP, and a
+            // leave from it ([`udp`]). Behind LVS-DR the client addressed the VIP, and a
             // reply from the host's primary address would be dropped by the client.
-            crate::worker::udp::enable_packet_info(&socket, addr.is_ipv6())?;
+            udp::enable_packet_info(&socket, addr.is_ipv6())?;
         }
         socket.set_nonblocking(true)?;
         socket.bind(&addr.into())?;
@@ -178,7 +211,7 @@ pub fn endpoint_config(worker: usize, reset_key: &[u8]) -> EndpointConfig {
     let mut config = EndpointConfig::new(Arc::new(key));
     config.cid_generator(move || Box::new(WorkerCid::new(worker)));
     // Peers must not send datagrams larger than a receive slot of the batched socket I/O
-    // (`worker::udp`); 2,048 is above any Internet path's MTU.
+    // ([`udp`]); 2,048 is above any Internet path's MTU.
     let _ = config.max_udp_payload_size(MAX_UDP_PAYLOAD);
     config
 }
@@ -195,7 +228,7 @@ pub fn server_config(
     idle: Duration,
     max_frame_len: usize,
 ) -> io::Result<ServerConfig> {
-    let crypto = super::quic_tls::SlimServerConfig::new(certs.quic.clone())?;
+    let crypto = tls::SlimServerConfig::new(certs.quic.clone())?;
     let mut config = ServerConfig::with_crypto(Arc::new(crypto));
     let mut transport = TransportConfig::default();
     let window = settings.receive_window.max(max_frame_len as u32 + 16);

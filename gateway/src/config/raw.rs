@@ -1,0 +1,141 @@
+//! The configuration file as serde reads it: sections whose leaves are untyped TOML values,
+//! turned into typed values by [`super::Config::from_raw`] and [`super::sections`].
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Value;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct Raw {
+    pub(super) node: RawNode,
+    pub(super) listen: RawListen,
+    pub(super) io: RawIo,
+    pub(super) limits: RawLimits,
+    pub(super) session: RawSession,
+    pub(super) auth: RawAuth,
+    pub(super) backend: Option<RawBackend>,
+    pub(super) redis: Option<RawRedis>,
+    pub(super) drain: RawDrain,
+    pub(super) log: RawLog,
+    pub(super) tls: Option<RawTls>,
+    pub(super) quic: RawQuic,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawTls {
+    pub(super) cert: Option<Value>,
+    pub(super) key: Option<Value>,
+    pub(super) versions: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawQuic {
+    pub(super) stateless_reset_key: Option<Value>,
+    pub(super) receive_window: Option<Value>,
+    pub(super) send_window: Option<Value>,
+    pub(super) max_handshakes: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawLog {
+    pub(super) level: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawDrain {
+    pub(super) delay: Option<Value>,
+    pub(super) rate: Option<Value>,
+    pub(super) deadline: Option<Value>,
+    pub(super) alternatives: Option<Value>,
+    pub(super) reconnect_after: Option<Value>,
+    pub(super) reconnect_jitter: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawRedis {
+    pub(super) url: Option<Value>,
+    pub(super) cluster: Option<Value>,
+    pub(super) prefix: Option<Value>,
+    pub(super) lease_ttl: Option<Value>,
+    pub(super) fail_open: Option<Value>,
+    pub(super) queue: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawBackend {
+    pub(super) addresses: Option<Value>,
+    pub(super) address: Option<Value>,
+    pub(super) nameserver: Option<Value>,
+    pub(super) min_ttl: Option<Value>,
+    pub(super) max_ttl: Option<Value>,
+    pub(super) hold_down: Option<Value>,
+    pub(super) dns_retry: Option<Value>,
+    pub(super) dns_timeout: Option<Value>,
+    pub(super) request_timeout: Option<Value>,
+    pub(super) ping_interval: Option<Value>,
+    pub(super) window: Option<Value>,
+    pub(super) link_buffer_bytes: Option<Value>,
+    pub(super) connect_timeout: Option<Value>,
+    pub(super) reconnect_min: Option<Value>,
+    pub(super) reconnect_max: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawNode {
+    pub(super) id: Option<Value>,
+    pub(super) advertise: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawListen {
+    pub(super) tcp: Option<Value>,
+    pub(super) admin: Option<Value>,
+    pub(super) tls: Option<Value>,
+    pub(super) quic: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawIo {
+    pub(super) driver: Option<Value>,
+    pub(super) workers: Option<Value>,
+    pub(super) pin_cpus: Option<Value>,
+    pub(super) read_buffer: Option<Value>,
+    pub(super) timer_tick: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawLimits {
+    pub(super) max_frame_len: Option<Value>,
+    pub(super) max_in_flight: Option<Value>,
+    pub(super) max_outbound_bytes: Option<Value>,
+    pub(super) max_connections: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawSession {
+    pub(super) device_policy: Option<Value>,
+    pub(super) auth_timeout: Option<Value>,
+    pub(super) heartbeat_interval: Option<Value>,
+    pub(super) idle_multiple: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawAuth {
+    pub(super) mode: Option<Value>,
+    pub(super) max_clock_skew: Option<Value>,
+    pub(super) keys: BTreeMap<String, Value>,
+}

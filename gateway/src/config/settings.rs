@@ -1,0 +1,111 @@
+//! The typed settings of the sections that other modules act on: where Redis and the
+//! backends' DNS name are, the TLS pair, QUIC's knobs, the device policy. They live here so
+//! that the configuration imports nothing above it; the modules that use them import them.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where to find the backends by DNS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsTarget {
+    pub name: String,
+    pub port: u16,
+    /// An explicit nameserver; `None` uses the system configuration (/etc/resolv.conf).
+    pub nameserver: Option<SocketAddr>,
+    pub timers: DnsTimers,
+}
+
+/// The router's DNS timers, as configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsTimers {
+    pub min_ttl: Duration,
+    pub max_ttl: Duration,
+    pub hold_down: Duration,
+    pub retry: Duration,
+    pub timeout: Duration,
+}
+
+/// Where Redis is and how the registry uses it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisTarget {
+    /// `redis://host:port/db` or `redis+unix:///path`; ignored when `cluster` is set.
+    pub url: String,
+    /// Seed nodes of a Redis Cluster.
+    pub cluster: Vec<String>,
+    pub prefix: String,
+    pub lease_ttl: Duration,
+    /// Admit new clients while Redis is down (true), or refuse them with auth_unavailable.
+    pub fail_open: bool,
+    /// Most pending (merged) writes held while Redis is slow or down.
+    pub queue: usize,
+}
+
+/// Which TLS versions the TCP listener accepts. QUIC is TLS 1.3 by definition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersions {
+    /// TLS 1.3 only (the default).
+    Tls13,
+    /// TLS 1.2 and 1.3, for old client stacks.
+    Tls12And13,
+}
+
+/// `[tls]`: where the certificate chain and key live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub versions: TlsVersions,
+}
+
+/// `[quic]` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuicSettings {
+    /// Secret all nodes share for stateless resets; `None` = random per process.
+    pub reset_key: Option<Vec<u8>>,
+    /// Per-stream and per-connection receive window, bytes.
+    pub receive_window: u32,
+    /// Most unacknowledged bytes in flight to one client.
+    pub send_window: u32,
+    /// Most handshakes run at once per worker; more wait in line (`worker::quic`).
+    pub max_handshakes: usize,
+}
+
+impl Default for QuicSettings {
+    fn default() -> Self {
+        QuicSettings { reset_key: None, receive_window: 128 * 1024, send_window: 256 * 1024, max_handshakes: 256 }
+    }
+}
+
+/// How many sessions a user may hold at once; a login that breaks the policy replaces the
+/// older sessions (they get Kick `replaced`), on whichever node they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DevicePolicy {
+    /// Any number of devices; only a re-login of the same device replaces its old session.
+    #[default]
+    Many,
+    /// One session per platform (a phone and a desktop, not two phones).
+    OnePerPlatform,
+    /// One session per user.
+    OnePerUser,
+}
+
+impl DevicePolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DevicePolicy::Many => "many",
+            DevicePolicy::OnePerPlatform => "one_per_platform",
+            DevicePolicy::OnePerUser => "one_per_user",
+        }
+    }
+
+    /// Whether a new session (device, platform) displaces an existing one.
+    pub fn displaces(self, new: (&str, &str), old: (&str, &str)) -> bool {
+        new.0 == old.0
+            || match self {
+                DevicePolicy::Many => false,
+                DevicePolicy::OnePerPlatform => new.1 == old.1,
+                DevicePolicy::OnePerUser => true,
+            }
+    }
+}

@@ -1,0 +1,48 @@
+//! Small shared types at the bottom of the gateway: the transport label, and the state
+//! snapshots that the control plane publishes and metrics, readiness and tests read. Nothing
+//! here imports anything of the gateway.
+
+use std::net::SocketAddr;
+
+use ringgate_router::dns::DnsStats;
+
+/// How a client connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Tcp = 0,
+    Tls = 1,
+    Quic = 2,
+}
+
+impl Transport {
+    pub const ALL: [Transport; 3] = [Transport::Tcp, Transport::Tls, Transport::Quic];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+            Transport::Quic => "quic",
+        }
+    }
+}
+
+/// What discovery has seen, for tests and (later) metrics.
+#[derive(Debug, Clone, Default)]
+pub struct DiscoveryState {
+    pub stats: DnsStats,
+    pub current: Vec<SocketAddr>,
+    /// When an answer last carried addresses.
+    pub last_good: Option<std::time::Instant>,
+}
+
+/// What the registry task has seen, for tests, readiness and (later) metrics.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryState {
+    pub up: bool,
+    pub records: usize,
+    pub pending: usize,
+    pub overflow: u64,
+    pub batches: u64,
+    pub failures: u64,
+    pub reasserts: u64,
+}

@@ -28,6 +28,8 @@ const QUEUE: usize = 65_536;
 pub struct Gateway {
     local_addr: SocketAddr,
     tls_addr: Option<SocketAddr>,
+    ws_addr: Option<SocketAddr>,
+    wss_addr: Option<SocketAddr>,
     quic_addr: Option<SocketAddr>,
     driver: &'static str,
     inboxes: Vec<flume::Sender<WorkerMsg>>,
@@ -103,7 +105,9 @@ impl Gateway {
         };
         let count = listeners.len();
         let certs = match &config.tls {
-            Some(settings) if config.listen_tls.is_some() || config.listen_quic.is_some() => {
+            Some(settings)
+                if config.listen_tls.is_some() || config.listen_quic.is_some() || config.listen_wss.is_some() =>
+            {
                 Some(load_certs(&config, settings).map_err(io::Error::other)?)
             }
             _ => None,
@@ -114,6 +118,10 @@ impl Gateway {
         };
         let tls_addr =
             tls_listeners.first().and_then(|l: &Option<std::net::TcpListener>| l.as_ref()?.local_addr().ok());
+        let mut ws_listeners = bind_optional(config.listen_ws, count)?;
+        let mut wss_listeners = bind_optional(config.listen_wss, count)?;
+        let ws_addr = ws_listeners.first().and_then(|l| l.as_ref()?.local_addr().ok());
+        let wss_addr = wss_listeners.first().and_then(|l| l.as_ref()?.local_addr().ok());
         let mut quic_sockets = match config.listen_quic {
             Some(addr) => crate::transport::quic::bind_group(addr, count)?.into_iter().map(Some).collect(),
             None => Vec::new(),
@@ -130,6 +138,8 @@ impl Gateway {
                 config: config.clone(),
                 listener,
                 tls_listener: tls_listeners.get_mut(index).and_then(Option::take),
+                ws_listener: ws_listeners.get_mut(index).and_then(Option::take),
+                wss_listener: wss_listeners.get_mut(index).and_then(Option::take),
                 quic_socket: quic_sockets.get_mut(index).and_then(Option::take),
                 certs: certs
                     .as_ref()
@@ -152,7 +162,7 @@ impl Gateway {
             }
             workers.push(handle);
         }
-        tracing::info!(node = %config.node_id, %local_addr, ?tls_addr, ?quic_addr, driver, workers = workers.len(), "gateway started");
+        tracing::info!(node = %config.node_id, %local_addr, ?tls_addr, ?ws_addr, ?wss_addr, ?quic_addr, driver, workers = workers.len(), "gateway started");
         drop(backends);
         let discovery = match config.backend.as_ref().map(|b| &b.discovery) {
             Some(crate::config::Discovery::Dns(target)) => Some(start_discovery(target.clone(), senders.clone())?),
@@ -178,6 +188,8 @@ impl Gateway {
         Ok(Gateway {
             local_addr,
             tls_addr,
+            ws_addr,
+            wss_addr,
             quic_addr,
             driver,
             inboxes: senders,
@@ -202,6 +214,16 @@ impl Gateway {
     /// The TLS listener's address, when it listens.
     pub fn tls_addr(&self) -> Option<SocketAddr> {
         self.tls_addr
+    }
+
+    /// The WebSocket listener's address, when it listens.
+    pub fn ws_addr(&self) -> Option<SocketAddr> {
+        self.ws_addr
+    }
+
+    /// The WebSocket-over-TLS listener's address, when it listens.
+    pub fn wss_addr(&self) -> Option<SocketAddr> {
+        self.wss_addr
     }
 
     /// The QUIC (UDP) address, when it listens.
@@ -249,7 +271,9 @@ impl Gateway {
         new.workers = current.workers;
         let old = current.clone();
         let mut restart = Vec::new();
-        let checks: [(&'static str, bool); 10] = [
+        let checks: [(&'static str, bool); 12] = [
+            ("listen.ws", old.listen_ws != new.listen_ws),
+            ("listen.wss", old.listen_wss != new.listen_wss),
             ("node.id", old.node_id != new.node_id),
             ("listen.tcp", old.listen_tcp != new.listen_tcp),
             ("listen.tls", old.listen_tls != new.listen_tls),
@@ -271,7 +295,7 @@ impl Gateway {
         }
         // Certificates are read again on every reload (renewals keep the same paths); a pair
         // that does not load leaves the current one in place.
-        if (self.tls_addr.is_some() || self.quic_addr.is_some())
+        if (self.tls_addr.is_some() || self.quic_addr.is_some() || self.wss_addr.is_some())
             && let Some(settings) = &new.tls
         {
             match load_certs(&new, settings) {
@@ -439,6 +463,14 @@ fn start_admin(addr: SocketAddr, view: crate::control::admin::AdminView) -> io::
         .spawn(move || crate::control::admin::run(listener, view, stop_rx))?;
     tracing::info!(%addr, "admin listening");
     Ok(Admin { addr, stop: Some(stop_tx), thread: Some(thread) })
+}
+
+/// Binds a reuseport group for an optional listener, one socket per worker.
+fn bind_optional(addr: Option<SocketAddr>, count: usize) -> io::Result<Vec<Option<std::net::TcpListener>>> {
+    match addr {
+        Some(addr) => Ok(crate::listener::bind_group(addr, count, 65_535)?.into_iter().map(Some).collect()),
+        None => Ok(Vec::new()),
+    }
 }
 
 fn start_discovery(target: crate::config::DnsTarget, workers: Vec<flume::Sender<WorkerMsg>>) -> io::Result<Discovery> {

@@ -82,10 +82,12 @@ impl FrameOut {
 #[derive(Debug, Clone)]
 pub struct WorkerMetrics {
     /// By transport, indexed by [`crate::status::Transport`].
-    pub accepted: [Counter; 3],
-    pub active: [Gauge; 3],
+    pub accepted: [Counter; 5],
+    pub active: [Gauge; 5],
     /// TLS handshakes or records that failed (wrong ALPN, plain text on the TLS port, ...).
     pub tls_failed: Counter,
+    /// WebSocket handshakes refused and protocol violations, by reason label.
+    ws_failures: Vec<(&'static str, Counter)>,
     /// QUIC connection attempts refused (worker full, draining, too many handshakes).
     pub quic_refused: Counter,
     /// QUIC handshakes that failed or did not open their stream in time.
@@ -134,6 +136,9 @@ impl WorkerMetrics {
             active: crate::status::Transport::ALL
                 .map(|t| gauge!("ringgate_connections_active", "worker" => w.clone(), "transport" => t.name())),
             tls_failed: counter!("ringgate_tls_failures_total", "worker" => w.clone()),
+            ws_failures: crate::transport::ws::WsFailure::names()
+                .map(|r| (r, counter!("ringgate_ws_failures_total", "worker" => w.clone(), "reason" => r)))
+                .collect(),
             quic_refused: counter!("ringgate_quic_refused_total", "worker" => w.clone()),
             quic_failed: counter!("ringgate_quic_handshake_failures_total", "worker" => w.clone()),
             auth_ok: counter!("ringgate_auth_total", "worker" => w.clone(), "result" => "ok"),
@@ -167,6 +172,13 @@ impl WorkerMetrics {
     /// One frame of `op` queued for a client (push has its own handle).
     pub fn frame_out(&self, op: FrameOut) {
         if let Some(c) = self.frames_out.get(op as usize) {
+            c.increment(1);
+        }
+    }
+
+    /// A WebSocket refusal or violation, by its label.
+    pub fn ws_failed(&self, reason: &str) {
+        if let Some((_, c)) = self.ws_failures.iter().find(|(r, _)| *r == reason) {
             c.increment(1);
         }
     }

@@ -12,16 +12,20 @@ pub enum Transport {
     Tcp = 0,
     Tls = 1,
     Quic = 2,
+    Ws = 3,
+    Wss = 4,
 }
 
 impl Transport {
-    pub const ALL: [Transport; 3] = [Transport::Tcp, Transport::Tls, Transport::Quic];
+    pub const ALL: [Transport; 5] = [Transport::Tcp, Transport::Tls, Transport::Quic, Transport::Ws, Transport::Wss];
 
     pub fn name(self) -> &'static str {
         match self {
             Transport::Tcp => "tcp",
             Transport::Tls => "tls",
             Transport::Quic => "quic",
+            Transport::Ws => "ws",
+            Transport::Wss => "wss",
         }
     }
 }

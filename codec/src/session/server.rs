@@ -198,6 +198,14 @@ impl ServerSession {
         Some(ServerEvent::Send(send))
     }
 
+    /// A transport-level keepalive arrived (a WebSocket Ping or Pong): it counts as life
+    /// like any frame, moving the idle deadline.
+    pub fn handle_life(&mut self, now: Instant) {
+        if self.state == ServerState::Open {
+            self.clock = now;
+        }
+    }
+
     /// Accepts the Auth handed out: queues AuthOk and starts the idle timer.
     pub fn accept(&mut self, ok: &AuthOk, now: Instant) {
         if self.state != ServerState::Authenticating {

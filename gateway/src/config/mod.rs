@@ -24,7 +24,7 @@ pub use value::parse_duration;
 
 use raw::Raw;
 use sections::*;
-pub use settings::{DevicePolicy, DnsTarget, DnsTimers, QuicSettings, RedisTarget, TlsSettings, TlsVersions};
+pub use settings::{DevicePolicy, DnsTarget, DnsTimers, QuicSettings, RedisTarget, TlsSettings, TlsVersions, WsRules};
 use value::{Extract, boolean, duration_in, int_in, non_empty_string, socket_addr, string};
 
 /// Which io driver the workers use.
@@ -118,6 +118,11 @@ pub struct Config {
     pub drain: DrainConfig,
     /// A TLS listener beside the plain one (`listen.tls`).
     pub listen_tls: Option<SocketAddr>,
+    /// WebSocket listeners (`listen.ws`, and `listen.wss` over TLS).
+    pub listen_ws: Option<SocketAddr>,
+    pub listen_wss: Option<SocketAddr>,
+    /// `[ws]`: the upgrade path and the browser origins allowed.
+    pub ws: WsRules,
     /// A QUIC (UDP) listener (`listen.quic`).
     pub listen_quic: Option<SocketAddr>,
     /// Certificate and key for TLS and QUIC; required when either listens.
@@ -183,9 +188,14 @@ impl Config {
         let listen_tls = raw.listen.tls.and_then(|v| x.get("listen.tls", Some(v), None, |v| socket_addr(v).map(Some)));
         let listen_quic =
             raw.listen.quic.and_then(|v| x.get("listen.quic", Some(v), None, |v| socket_addr(v).map(Some)));
+        let listen_ws = raw.listen.ws.and_then(|v| x.get("listen.ws", Some(v), None, |v| socket_addr(v).map(Some)));
+        let listen_wss = raw.listen.wss.and_then(|v| x.get("listen.wss", Some(v), None, |v| socket_addr(v).map(Some)));
         let tls = raw.tls.map(|t| tls(t, x));
-        if tls.is_none() && (listen_tls.is_some() || listen_quic.is_some()) {
-            x.invalid("tls", "listen.tls and listen.quic need [tls] cert = \"chain.pem\" and key = \"key.pem\"");
+        if tls.is_none() && (listen_tls.is_some() || listen_quic.is_some() || listen_wss.is_some()) {
+            x.invalid(
+                "tls",
+                "listen.tls, listen.wss and listen.quic need [tls] cert = \"chain.pem\" and key = \"key.pem\"",
+            );
         }
         if listen_quic.is_some() && workers > 256 {
             x.invalid(
@@ -194,6 +204,9 @@ impl Config {
             );
         }
         Config {
+            listen_ws,
+            listen_wss,
+            ws: ws(raw.ws.unwrap_or_default(), x),
             listen_tls,
             listen_quic,
             tls,

@@ -20,6 +20,7 @@ pub(super) struct Raw {
     pub(super) drain: RawDrain,
     pub(super) log: RawLog,
     pub(super) tls: Option<RawTls>,
+    pub(super) ws: Option<RawWs>,
     pub(super) quic: RawQuic,
 }
 
@@ -97,11 +98,20 @@ pub(super) struct RawNode {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
+pub(super) struct RawWs {
+    pub(super) path: Option<Value>,
+    pub(super) allowed_origins: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 pub(super) struct RawListen {
     pub(super) tcp: Option<Value>,
     pub(super) admin: Option<Value>,
     pub(super) tls: Option<Value>,
     pub(super) quic: Option<Value>,
+    pub(super) ws: Option<Value>,
+    pub(super) wss: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]

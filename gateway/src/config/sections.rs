@@ -264,3 +264,27 @@ pub(super) fn default_node_id() -> String {
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "ringgate".to_owned())
 }
+
+pub(super) fn ws(raw: RawWs, x: &mut Extract) -> WsRules {
+    WsRules {
+        path: x.get("ws.path", raw.path, "/ws".to_string(), |v| {
+            let p = string(v)?;
+            if p.starts_with('/') && !p.contains(['?', ' ']) {
+                Ok(p)
+            } else {
+                Err("a path starting with / (no query, no spaces)".into())
+            }
+        }),
+        allowed_origins: x.get("ws.allowed_origins", raw.allowed_origins, Vec::new(), |v| {
+            let list = v.as_array().ok_or("a list of origins like [\"https://app.example\"]")?;
+            list.iter()
+                .map(|o| match o.as_str() {
+                    Some(o) if o.starts_with("http://") || o.starts_with("https://") => {
+                        Ok(o.trim_end_matches('/').to_string())
+                    }
+                    _ => Err(format!("{o} is not an origin like \"https://app.example\"")),
+                })
+                .collect()
+        }),
+    }
+}

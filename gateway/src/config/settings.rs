@@ -6,6 +6,15 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// `[ws]`: what WebSocket upgrade requests are checked against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WsRules {
+    /// The upgrade path (default `/ws`); the query string is ignored.
+    pub path: String,
+    /// Browser origins allowed (exact `scheme://host[:port]`); empty allows any.
+    pub allowed_origins: Vec<String>,
+}
+
 /// Where to find the backends by DNS.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DnsTarget {

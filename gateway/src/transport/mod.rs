@@ -1,4 +1,4 @@
-//! Client transports: plain TCP, TLS over TCP, and QUIC. Each carries exactly the client
+//! Client transports: plain TCP, TLS over TCP, WebSocket (over TCP or TLS), and QUIC. Each carries exactly the client
 //! frame protocol, and each lives in its own module behind one narrow interface, [`Io`],
 //! which is all the worker's connection code calls:
 //!
@@ -21,6 +21,7 @@
 pub mod quic;
 pub(crate) mod tcp;
 pub mod tls;
+pub mod ws;
 
 use std::io;
 use std::task::{Context, Poll, Waker};
@@ -42,6 +43,8 @@ pub(crate) enum Io {
     /// rustls between the socket and the session (boxed: rustls's state is ~1 KiB, and a
     /// plain TCP connection must not pay for the variant).
     Tls(Box<tls::TlsIo>),
+    /// WebSocket over TCP or TLS (boxed: the handshake and frame state).
+    Ws(Box<ws::WsIo>),
     Quic(Box<quic::QuicIo>),
 }
 
@@ -71,6 +74,8 @@ pub(crate) enum Readiness {
 pub(crate) enum ReadOutcome {
     /// This many client-protocol bytes went to the input (and maybe more are waiting).
     Data(usize),
+    /// Only transport keepalives arrived (WebSocket Ping or Pong): life, but no bytes.
+    Alive,
     /// Nothing more to read now.
     WouldBlock,
     /// The peer closed its side, or the socket failed.
@@ -84,6 +89,7 @@ pub(crate) enum ReadOutcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Failure {
     Tls,
+    Ws(ws::WsFailure),
 }
 
 /// What one write attempt did.
@@ -100,6 +106,8 @@ impl Io {
         match self {
             Io::Tcp(_) => Transport::Tcp,
             Io::Tls(..) => Transport::Tls,
+            Io::Ws(w) if matches!(w.under, ws::Under::Tls(_)) => Transport::Wss,
+            Io::Ws(_) => Transport::Ws,
             Io::Quic(_) => Transport::Quic,
         }
     }
@@ -109,6 +117,7 @@ impl Io {
         let fd = match self {
             Io::Tcp(fd) => fd,
             Io::Tls(t) => &t.fd,
+            Io::Ws(w) => w.fd(),
             Io::Quic(_) => return Readiness::Driven,
         };
         let readable = fd.poll_read_ready(cx);
@@ -127,6 +136,7 @@ impl Io {
         match self {
             Io::Tcp(fd) => tcp::read(fd, buf, input),
             Io::Tls(t) => t.read(buf, input),
+            Io::Ws(w) => w.read(buf, input),
             Io::Quic(q) => q.read(input, cx),
         }
     }
@@ -134,16 +144,32 @@ impl Io {
     /// Takes the session's output for sending: appends it to `transit`, framed as the
     /// transport needs. `transit` always ends on a frame boundary.
     pub fn stage(&mut self, out: BytesMut, transit: &mut BytesMut) {
-        if transit.is_empty() {
+        if let Io::Ws(w) = self {
+            w.stage(out, transit);
+        } else if transit.is_empty() {
             *transit = out;
         } else {
             transit.extend_from_slice(&out);
         }
     }
 
-    /// Whether the transport has bytes of its own waiting (TLS handshake records, alerts).
+    /// Whether the transport has bytes of its own waiting (TLS handshake records, alerts,
+    /// WebSocket handshake responses and Pongs).
     pub fn wants_write(&self) -> bool {
-        matches!(self, Io::Tls(t) if t.tls.wants_write())
+        match self {
+            Io::Tls(t) => t.tls.wants_write(),
+            Io::Ws(w) => w.wants_write(),
+            Io::Tcp(_) | Io::Quic(_) => false,
+        }
+    }
+
+    /// A connection given up before its transport's own handshake finished (a WebSocket
+    /// upgrade that never came): its failure, for the counters.
+    pub fn abandoned(&self) -> Option<Failure> {
+        match self {
+            Io::Ws(w) => w.abandoned(),
+            _ => None,
+        }
     }
 
     /// Writes from `transit` (and the transport's own pending bytes) what the transport
@@ -152,6 +178,7 @@ impl Io {
         match self {
             Io::Tcp(fd) => tcp::write(fd, transit),
             Io::Tls(t) => t.write(transit),
+            Io::Ws(w) => w.write(transit),
             Io::Quic(q) => q.write(transit, cx),
         }
     }
@@ -160,13 +187,14 @@ impl Io {
 /// Lets go of a finished connection's transport; `unsent` is output the transport did not
 /// take. TCP: shutdown(2), which also completes any pending readiness op at once, so the fd
 /// is released even when cancelling that op is delayed, and the peer gets its FIN now. TLS:
-/// close_notify first. QUIC: the stream is finished and the connection closed with the
+/// close_notify first. WebSocket: its Close frame first (see [`ws`]). QUIC: the stream is finished and the connection closed with the
 /// reason code once the peer has the last bytes (or after a linger of 2 s), by the worker's
 /// QUIC endpoint.
 pub(crate) fn close(io: Io, reason: ReasonCode, unsent: &[u8]) {
     match io {
         Io::Tcp(fd) => tcp::close(&fd),
         Io::Tls(t) => t.close(),
+        Io::Ws(w) => (*w).close(reason, unsent),
         Io::Quic(q) => (*q).close(reason, unsent),
     }
 }

@@ -35,8 +35,10 @@ use self::state::Worker;
 use self::stats::WorkerStats;
 use crate::config::Config;
 use crate::inbox::{NewCerts, WorkerMsg};
+use crate::status::Transport;
 use crate::transport::Io;
 use crate::transport::quic::{self, Acceptor, QuicIo};
+use crate::transport::ws::{Under, WsIo};
 
 /// Everything a worker thread starts from.
 pub(crate) struct WorkerSetup {
@@ -44,6 +46,8 @@ pub(crate) struct WorkerSetup {
     pub config: Arc<Config>,
     pub listener: std::net::TcpListener,
     pub tls_listener: Option<std::net::TcpListener>,
+    pub ws_listener: Option<std::net::TcpListener>,
+    pub wss_listener: Option<std::net::TcpListener>,
     pub quic_socket: Option<std::net::UdpSocket>,
     /// The TLS and QUIC configurations, when either listens.
     pub certs: Option<NewCerts>,
@@ -99,11 +103,17 @@ pub(crate) fn run(setup: WorkerSetup, started: std::sync::mpsc::Sender<io::Resul
             links.apply(&worker, &addrs);
         }
         let mut accepting = Accepting { tasks: Vec::new(), quic: None, quic_driver: None, draining: false };
-        accepting.tasks.push(compio::runtime::spawn(accept_loop(worker.clone(), listener, false)));
-        if let Some(tls) = setup.tls_listener {
-            match TcpListener::from_std(tls) {
-                Ok(l) => accepting.tasks.push(compio::runtime::spawn(accept_loop(worker.clone(), l, true))),
-                Err(e) => tracing::error!(error = %e, "tls listener unusable"),
+        accepting.tasks.push(compio::runtime::spawn(accept_loop(worker.clone(), listener, Transport::Tcp)));
+        let more = [
+            (setup.tls_listener, Transport::Tls),
+            (setup.ws_listener, Transport::Ws),
+            (setup.wss_listener, Transport::Wss),
+        ];
+        for (listener, kind) in more {
+            let Some(listener) = listener else { continue };
+            match TcpListener::from_std(listener) {
+                Ok(l) => accepting.tasks.push(compio::runtime::spawn(accept_loop(worker.clone(), l, kind))),
+                Err(e) => tracing::error!(error = %e, transport = kind.name(), "listener unusable"),
             }
         }
         if let (Some(socket), Some(server)) = (setup.quic_socket, setup.certs.and_then(|c| c.quic)) {
@@ -260,7 +270,7 @@ impl Acceptor for QuicAcceptor {
     }
 }
 
-async fn accept_loop(worker: Rc<RefCell<Worker>>, listener: TcpListener, tls: bool) {
+async fn accept_loop(worker: Rc<RefCell<Worker>>, listener: TcpListener, kind: Transport) {
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _peer)) => stream,
@@ -275,22 +285,36 @@ async fn accept_loop(worker: Rc<RefCell<Worker>>, listener: TcpListener, tls: bo
         let Ok(fd) = stream.into_poll_fd() else { continue };
         let _ = fd.set_nonblocking(true);
         let _ = fd.set_tcp_nodelay(true);
-        let io = if tls {
-            let config = worker.borrow().tls_config.clone();
-            let Some(Ok(mut session)) = config.map(rustls::ServerConnection::new) else { continue };
-            session.set_buffer_limit(Some(crate::transport::tls::BUFFER_LIMIT));
-            Io::Tls(Box::new(crate::transport::tls::TlsIo { fd, tls: session }))
-        } else {
-            Io::Tcp(fd)
-        };
+        let Some(io) = transport_of(&worker.borrow(), fd, kind) else { continue };
         let admitted = worker.borrow_mut().admit(io, Instant::now());
         match admitted {
             Ok(id) => compio::runtime::spawn(task::run(worker.clone(), id)).detach(),
-            // A full node tells plain TCP clients why; a TLS client just sees the close.
+            // A full node tells plain TCP and WebSocket clients why; a TLS client just sees
+            // the close.
             Err(Io::Tcp(fd)) => refuse(&fd),
+            Err(Io::Ws(ws)) if kind == Transport::Ws => {
+                let _ = io::Write::write(&mut &**ws.fd(), crate::transport::ws::handshake::OVERLOADED);
+            }
             Err(_) => {}
         }
     }
+}
+
+/// The transport for an accepted socket of a `kind` listener; `None` when TLS is not set up.
+fn transport_of(worker: &Worker, fd: crate::transport::ConnFd, kind: Transport) -> Option<Io> {
+    let tls = |fd| {
+        let config = worker.tls_config.clone()?;
+        let mut session = rustls::ServerConnection::new(config).ok()?;
+        session.set_buffer_limit(Some(crate::transport::tls::BUFFER_LIMIT));
+        Some(Box::new(crate::transport::tls::TlsIo { fd, tls: session }))
+    };
+    let ws = |under| Io::Ws(Box::new(WsIo::new(under, worker.ws_settings.clone())));
+    Some(match kind {
+        Transport::Tls => Io::Tls(tls(fd)?),
+        Transport::Ws => ws(Under::Tcp(fd)),
+        Transport::Wss => ws(Under::Tls(tls(fd)?)),
+        Transport::Tcp | Transport::Quic => Io::Tcp(fd),
+    })
 }
 
 /// Tells a client the node is full, then drops it.

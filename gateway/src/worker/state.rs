@@ -56,6 +56,8 @@ pub(crate) struct Worker {
     /// Prometheus handles, created once for this worker.
     pub metrics: crate::metrics::WorkerMetrics,
     pub max_conns: usize,
+    /// What WebSocket handshakes check, from `[ws]` (replaced on reload).
+    pub ws_settings: Arc<crate::transport::ws::WsSettings>,
     /// The TLS listener's configuration (replaced on a certificate reload).
     pub tls_config: Option<Arc<rustls::ServerConfig>>,
     pub push_tallies: FxHashMap<u64, PushTally>,
@@ -85,6 +87,7 @@ impl Worker {
             metrics: crate::metrics::WorkerMetrics::new(index),
             max_conns: config.max_connections.div_ceil(workers),
             tls_config: None,
+            ws_settings: ws_settings(&config),
             push_tallies: FxHashMap::default(),
             drain_queue: None,
             node_epoch: 0,
@@ -142,12 +145,13 @@ impl Worker {
                     self.metrics.bytes_in.increment(n as u64);
                     self.process_input(id, now)
                 }
+                ReadOutcome::Alive => {
+                    conn.session.handle_life(now);
+                }
                 ReadOutcome::WouldBlock => break,
                 ReadOutcome::Gone => return self.on_socket_gone(id),
                 ReadOutcome::Failed(failure) => {
-                    match failure {
-                        Failure::Tls => self.metrics.tls_failed.increment(1),
-                    }
+                    self.count_failure(failure);
                     return self.on_socket_gone(id);
                 }
             }
@@ -161,6 +165,13 @@ impl Worker {
             }
         }
         self.flush_dirty();
+    }
+
+    fn count_failure(&self, failure: Failure) {
+        match failure {
+            Failure::Tls => self.metrics.tls_failed.increment(1),
+            Failure::Ws(ws) => self.metrics.ws_failed(ws.name()),
+        }
     }
 
     /// The peer closed or the socket failed: drop the connection without a Close frame.
@@ -374,6 +385,9 @@ impl Worker {
             }
         }
         conn.wake();
+        if let Some(failure) = conn.io.abandoned() {
+            self.count_failure(failure);
+        }
         conn.close_transport(reason);
     }
 
@@ -477,6 +491,13 @@ fn register(
     if registry.tx.try_send(op).is_err() {
         metrics.registry_dropped.increment(1);
     }
+}
+
+/// What a worker's WebSocket handshakes check, from `config`. The largest binary message is
+/// the client frame limit plus room for the largest frame header.
+pub(super) fn ws_settings(config: &Config) -> Arc<crate::transport::ws::WsSettings> {
+    let max_message = config.session.max_frame_len as u64 + crate::transport::ws::HEADER_ROOM;
+    Arc::new(crate::transport::ws::WsSettings { rules: config.ws.clone(), max_message })
 }
 
 /// A connection's default routing key: its user id.

@@ -27,6 +27,41 @@ both_drivers!(
     idle_and_stalled_websockets_are_closed_at_their_deadlines,
 );
 
+/// The hex vectors `ws/...` and the handshake example of docs/protocol.md §2.5.
+fn doc() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/protocol.md")).unwrap()
+}
+
+fn doc_vector(doc: &str, name: &str) -> Vec<u8> {
+    let at = doc.find(&format!("# vector: {name}\n")).unwrap_or_else(|| panic!("{name} missing from the doc"));
+    let body = doc.get(at..).unwrap().lines().skip(1).take_while(|l| !l.starts_with("```")).collect::<Vec<_>>().join(" ");
+    body.split_whitespace().map(|b| u8::from_str_radix(b, 16).unwrap()).collect()
+}
+
+#[test]
+fn the_documents_websocket_examples_hold() {
+    use bytes::BytesMut;
+    use ringgate::transport::ws::{frames, handshake};
+    let doc = doc();
+    let mut ping = doc_vector(&doc, "ws/client_ping");
+    let (mut data, mut replies) = (Vec::new(), BytesMut::new());
+    frames::Reader::new(1024).feed(&mut ping, &mut |d, _| data.extend_from_slice(d), &mut replies).unwrap();
+    assert_eq!(data, [0x01, 0x00], "the message carries a Ping frame");
+    let mut pong = frames::binary_header(2).as_ref().to_vec();
+    pong.extend_from_slice(&[0x02, 0x00]);
+    assert_eq!(pong, doc_vector(&doc, "ws/server_pong"));
+    // The handshake example: the request's lines, then the response's, as the doc shows them.
+    let start = doc.find("  GET /ws HTTP/1.1").unwrap();
+    let lines: Vec<&str> = doc.get(start..).unwrap().lines().take_while(|l| !l.trim().starts_with("```")).collect();
+    let split = lines.iter().position(|l| l.trim().is_empty()).unwrap();
+    let request: String = lines.iter().take(split).map(|l| format!("{}\r\n", l.trim())).collect::<String>() + "\r\n";
+    let response: String =
+        lines.iter().skip(split + 1).map(|l| format!("{}\r\n", l.trim())).collect::<String>() + "\r\n";
+    let rules = handshake::Rules { path: "/ws".into(), allowed_origins: Vec::new() };
+    let up = handshake::parse(request.as_bytes(), &rules).unwrap().unwrap();
+    assert_eq!(String::from_utf8(up.response).unwrap(), response);
+}
+
 struct Node {
     gateway: ringgate::Gateway,
     dir: Dir,

@@ -34,7 +34,8 @@ fn doc() -> String {
 
 fn doc_vector(doc: &str, name: &str) -> Vec<u8> {
     let at = doc.find(&format!("# vector: {name}\n")).unwrap_or_else(|| panic!("{name} missing from the doc"));
-    let body = doc.get(at..).unwrap().lines().skip(1).take_while(|l| !l.starts_with("```")).collect::<Vec<_>>().join(" ");
+    let body =
+        doc.get(at..).unwrap().lines().skip(1).take_while(|l| !l.starts_with("```")).collect::<Vec<_>>().join(" ");
     body.split_whitespace().map(|b| u8::from_str_radix(b, 16).unwrap()).collect()
 }
 

@@ -52,16 +52,9 @@ struct Node {
     cert: Vec<u8>,
 }
 
-fn write_cert(dir: &Dir) -> Vec<u8> {
-    let (cert, key) = ringgate::transport::tls::self_signed(&["localhost".into()]).unwrap();
-    std::fs::write(dir.path().join("cert.pem"), &cert).unwrap();
-    std::fs::write(dir.path().join("key.pem"), key).unwrap();
-    cert.into_bytes()
-}
-
 fn node_with(driver: IoDriver, tweak: impl FnOnce(&mut ringgate::Config)) -> Node {
     let dir = Dir::new();
-    let cert = write_cert(&dir);
+    let cert = support::write_cert(&dir);
     let mut config = support::config(driver);
     config.listen_tls = Some("127.0.0.1:0".parse().unwrap());
     config.listen_quic = Some("127.0.0.1:0".parse().unwrap());
@@ -241,7 +234,7 @@ fn tls_certificates_reload_without_dropping_connections(driver: IoDriver) {
     let mut old_client = TlsClient::connect(addr, &node.cert, ALPN, "frank").unwrap();
     old_client.login();
     // Renew: new files at the same paths, then reload.
-    let new_cert = write_cert(&node.dir);
+    let new_cert = support::write_cert(&node.dir);
     let mut config = support::config(driver);
     config.listen_tls = Some("127.0.0.1:0".parse().unwrap());
     config.listen_quic = Some("127.0.0.1:0".parse().unwrap());

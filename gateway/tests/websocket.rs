@@ -71,9 +71,7 @@ struct Node {
 
 fn node_with(driver: IoDriver, tweak: impl FnOnce(&mut ringgate::Config)) -> Node {
     let dir = Dir::new();
-    let (cert, key) = ringgate::transport::tls::self_signed(&["localhost".into()]).unwrap();
-    std::fs::write(dir.path().join("cert.pem"), &cert).unwrap();
-    std::fs::write(dir.path().join("key.pem"), key).unwrap();
+    support::write_cert(&dir);
     let mut config = support::config(driver);
     config.listen_ws = Some("127.0.0.1:0".parse().unwrap());
     config.listen_wss = Some("127.0.0.1:0".parse().unwrap());
@@ -168,9 +166,7 @@ fn python_client_over_wss_with_a_trusted_self_signed_pair(driver: IoDriver) {
 
     // A reload with a new pair applies to new wss handshakes: a client trusting only the
     // new certificate connects.
-    let (cert, key) = ringgate::transport::tls::self_signed(&["localhost".into()]).unwrap();
-    std::fs::write(&ca, &cert).unwrap();
-    std::fs::write(n.dir.path().join("key.pem"), key).unwrap();
+    support::write_cert(&n.dir);
     let mut config = n.config.clone();
     config.tls =
         Some(TlsSettings { cert: ca.clone(), key: n.dir.path().join("key.pem"), versions: TlsVersions::Tls13 });

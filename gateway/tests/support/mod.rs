@@ -396,3 +396,12 @@ pub fn spawn_reference_backend(listen: &str, id: &str, extra: &[&str]) -> (Child
     let (addr, _) = wait_log_field(&mut child, "reference backend listening", "addr", "id").expect("backend starts");
     (ChildGuard(child), addr.parse().expect("a socket address"))
 }
+
+/// Writes a fresh self-signed pair for `localhost` as `cert.pem` and `key.pem` in `dir`;
+/// returns the certificate PEM (for clients to trust).
+pub fn write_cert(dir: &tempdir::Dir) -> Vec<u8> {
+    let (cert, key) = ringgate::transport::tls::self_signed(&["localhost".into()]).unwrap();
+    std::fs::write(dir.path().join("cert.pem"), &cert).unwrap();
+    std::fs::write(dir.path().join("key.pem"), key).unwrap();
+    cert.into_bytes()
+}

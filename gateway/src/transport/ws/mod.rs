@@ -24,7 +24,7 @@ use bytes::{BufMut, BytesMut};
 use ringgate_codec::ReasonCode;
 
 use super::tls::TlsIo;
-use super::{ConnFd, Failure, ReadOutcome, Wrote, read_error};
+use super::{ConnFd, Failure, ReadOutcome, Wrote};
 use frames::{Reader, Violation, code};
 use handshake::{Refusal, Rules};
 
@@ -44,6 +44,24 @@ pub struct WsSettings {
 pub(crate) enum Under {
     Tcp(ConnFd),
     Tls(Box<TlsIo>),
+}
+
+impl Under {
+    /// Writes what the socket (or rustls) takes of `out`.
+    fn write(&mut self, out: &mut BytesMut) -> io::Result<Wrote> {
+        match self {
+            Under::Tcp(fd) => super::tcp::write(fd, out),
+            Under::Tls(t) => t.write(out),
+        }
+    }
+
+    /// Shuts the socket down (TLS: close_notify first).
+    fn close(self) {
+        match self {
+            Under::Tcp(fd) => super::tcp::close(&fd),
+            Under::Tls(t) => t.close(),
+        }
+    }
 }
 
 /// Where a WebSocket connection is.
@@ -90,20 +108,14 @@ impl WsIo {
     pub fn read(&mut self, buf: &mut [u8], input: &mut dyn FnMut(&[u8])) -> ReadOutcome {
         // TLS: the plaintext, collected first (rustls hands it over in pieces).
         let mut plain = Vec::new();
-        let n = match &mut self.under {
-            Under::Tcp(fd) => {
-                use std::io::Read;
-                match (&**fd as &socket2::Socket).read(buf) {
-                    Ok(0) => return ReadOutcome::Gone,
-                    Ok(n) => n,
-                    Err(e) => return read_error(&e),
-                }
-            }
-            Under::Tls(t) => match t.read(buf, &mut |b| plain.extend_from_slice(b)) {
-                ReadOutcome::Data(_) => 0,
-                other => return other,
-            },
+        let mut n = 0;
+        let outcome = match &mut self.under {
+            Under::Tcp(fd) => super::tcp::read(fd, buf, &mut |b| n = b.len()),
+            Under::Tls(t) => t.read(buf, &mut |b| plain.extend_from_slice(b)),
         };
+        if !matches!(outcome, ReadOutcome::Data(_)) {
+            return outcome;
+        }
         let bytes: &mut [u8] = if plain.is_empty() { buf.get_mut(..n).unwrap_or_default() } else { &mut plain };
         self.take(bytes, input)
     }
@@ -184,10 +196,7 @@ impl WsIo {
                 self.replies.clear();
             }
         }
-        match &mut self.under {
-            Under::Tcp(fd) => super::tcp::write(fd, transit),
-            Under::Tls(t) => t.write(transit),
-        }
+        self.under.write(transit)
     }
 
     /// A connection given up while still in the handshake: its failure, for the counters.
@@ -211,16 +220,8 @@ impl WsIo {
                 }
             }
         }
-        match self.under {
-            Under::Tcp(fd) => {
-                while !out.is_empty() && matches!(super::tcp::write(&fd, &mut out), Ok(Wrote::Bytes(n)) if n > 0) {}
-                super::tcp::close(&fd);
-            }
-            Under::Tls(mut t) => {
-                while !out.is_empty() && matches!(t.write(&mut out), Ok(Wrote::Bytes(n)) if n > 0) {}
-                t.close();
-            }
-        }
+        while !out.is_empty() && matches!(self.under.write(&mut out), Ok(Wrote::Bytes(n)) if n > 0) {}
+        self.under.close();
     }
 }
 

@@ -141,9 +141,7 @@ impl Gateway {
                 ws_listener: ws_listeners.get_mut(index).and_then(Option::take),
                 wss_listener: wss_listeners.get_mut(index).and_then(Option::take),
                 quic_socket: quic_sockets.get_mut(index).and_then(Option::take),
-                certs: certs
-                    .as_ref()
-                    .map(|(tls, quic)| crate::inbox::NewCerts { tls: tls.clone(), quic: quic.clone() }),
+                certs: certs.clone(),
                 inbox,
                 peers: senders.clone(),
                 backends: backends.clone(),
@@ -299,10 +297,9 @@ impl Gateway {
             && let Some(settings) = &new.tls
         {
             match load_certs(&new, settings) {
-                Ok((tls, quic)) => {
+                Ok(certs) => {
                     for inbox in &self.inboxes {
-                        let certs = crate::inbox::NewCerts { tls: tls.clone(), quic: quic.clone() };
-                        let _ = inbox.send(WorkerMsg::Certs(Box::new(certs)));
+                        let _ = inbox.send(WorkerMsg::Certs(Box::new(certs.clone())));
                     }
                     tracing::info!(cert = %settings.cert.display(), "certificates reloaded");
                 }
@@ -435,11 +432,8 @@ impl Gateway {
     }
 }
 
-/// The TLS configuration and, when QUIC listens, the QUIC server configuration.
-fn load_certs(
-    config: &Config,
-    settings: &crate::config::TlsSettings,
-) -> Result<(Arc<rustls::ServerConfig>, Option<quinn_proto::ServerConfig>), String> {
+/// The TLS and wss configurations and, when QUIC listens, the QUIC server configuration.
+fn load_certs(config: &Config, settings: &crate::config::TlsSettings) -> Result<crate::inbox::NewCerts, String> {
     let certs = crate::transport::tls::Certs::load(settings)?;
     let quic = match config.listen_quic {
         Some(_) => {
@@ -451,7 +445,7 @@ fn load_certs(
         }
         None => None,
     };
-    Ok((certs.tcp, quic))
+    Ok(crate::inbox::NewCerts { tls: certs.tcp, wss: certs.wss, quic })
 }
 
 fn start_admin(addr: SocketAddr, view: crate::control::admin::AdminView) -> io::Result<Admin> {

@@ -47,8 +47,9 @@ pub enum WorkerMsg {
 }
 
 /// What a certificate reload hands each worker.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct NewCerts {
     pub tls: Arc<rustls::ServerConfig>,
+    pub wss: Arc<rustls::ServerConfig>,
     pub quic: Option<quinn_proto::ServerConfig>,
 }

@@ -98,6 +98,7 @@ pub(crate) fn run(setup: WorkerSetup, started: std::sync::mpsc::Sender<io::Resul
         w.node_epoch = setup.node_epoch;
         w.registry = setup.registry;
         w.tls_config = setup.certs.as_ref().map(|c| c.tls.clone());
+        w.wss_config = setup.certs.as_ref().map(|c| c.wss.clone());
         let worker = Rc::new(RefCell::new(w));
         if let Some(addrs) = links.static_addrs() {
             links.apply(&worker, &addrs);
@@ -218,6 +219,7 @@ impl Accepting {
 
     fn reload(&mut self, worker: &Rc<RefCell<Worker>>, certs: NewCerts) {
         worker.borrow_mut().tls_config = Some(certs.tls);
+        worker.borrow_mut().wss_config = Some(certs.wss);
         if let (Some(endpoint), Some(server), false) = (&self.quic, certs.quic, self.draining) {
             endpoint.borrow_mut().set_server_config(server);
         }
@@ -302,17 +304,17 @@ async fn accept_loop(worker: Rc<RefCell<Worker>>, listener: TcpListener, kind: T
 
 /// The transport for an accepted socket of a `kind` listener; `None` when TLS is not set up.
 fn transport_of(worker: &Worker, fd: crate::transport::ConnFd, kind: Transport) -> Option<Io> {
-    let tls = |fd| {
-        let config = worker.tls_config.clone()?;
+    let tls = |fd, config: &Option<Arc<rustls::ServerConfig>>| {
+        let config = config.clone()?;
         let mut session = rustls::ServerConnection::new(config).ok()?;
         session.set_buffer_limit(Some(crate::transport::tls::BUFFER_LIMIT));
         Some(Box::new(crate::transport::tls::TlsIo { fd, tls: session }))
     };
     let ws = |under| Io::Ws(Box::new(WsIo::new(under, worker.ws_settings.clone())));
     Some(match kind {
-        Transport::Tls => Io::Tls(tls(fd)?),
+        Transport::Tls => Io::Tls(tls(fd, &worker.tls_config)?),
         Transport::Ws => ws(Under::Tcp(fd)),
-        Transport::Wss => ws(Under::Tls(tls(fd)?)),
+        Transport::Wss => ws(Under::Tls(tls(fd, &worker.wss_config)?)),
         Transport::Tcp | Transport::Quic => Io::Tcp(fd),
     })
 }

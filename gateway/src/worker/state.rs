@@ -60,6 +60,8 @@ pub(crate) struct Worker {
     pub ws_settings: Arc<crate::transport::ws::WsSettings>,
     /// The TLS listener's configuration (replaced on a certificate reload).
     pub tls_config: Option<Arc<rustls::ServerConfig>>,
+    /// The same for wss (ALPN `http/1.1`).
+    pub wss_config: Option<Arc<rustls::ServerConfig>>,
     pub push_tallies: FxHashMap<u64, PushTally>,
     /// Draining: connections not told yet (taken on the first GoAway message).
     pub(super) drain_queue: Option<Vec<u64>>,
@@ -87,6 +89,7 @@ impl Worker {
             metrics: crate::metrics::WorkerMetrics::new(index),
             max_conns: config.max_connections.div_ceil(workers),
             tls_config: None,
+            wss_config: None,
             ws_settings: ws_settings(&config),
             push_tallies: FxHashMap::default(),
             drain_queue: None,

@@ -75,7 +75,10 @@ class Conn:
 async def connect(url, user, device, **kw):
     kw.setdefault("subprotocols", ["ringgate.v1"])
     if url.startswith("wss:"):
-        kw["ssl"] = ssl.create_default_context(cafile=CA)
+        ctx = ssl.create_default_context(cafile=CA)
+        # As browsers do for wss: offer HTTP/1.1 over ALPN (the gateway must accept it).
+        ctx.set_alpn_protocols(["http/1.1"])
+        kw["ssl"] = ctx
     ws = await websockets.connect(url, max_size=None, **kw)
     c = Conn(ws)
     await ws.send(auth(user, device))

@@ -12,8 +12,11 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::{TlsSettings, TlsVersions};
 
-/// The only application protocol a ringgate listener speaks (ALPN, TLS and QUIC alike).
+/// The only application protocol a ringgate TLS or QUIC listener speaks (ALPN).
 pub const ALPN: &[u8] = b"ringgate/1";
+
+/// What a wss listener negotiates: a WebSocket starts as HTTP/1.1, and browsers offer it.
+pub const WS_ALPN: &[u8] = b"http/1.1";
 
 /// Most bytes rustls may hold per connection for a socket that is not taking them (its
 /// default is 64 KiB). Output beyond it waits in the connection's own buffer, where the
@@ -26,6 +29,9 @@ pub const BUFFER_LIMIT: usize = 16 * 1024;
 pub struct Certs {
     /// For the TCP listener.
     pub tcp: Arc<rustls::ServerConfig>,
+    /// For the wss listener: the same, with ALPN `http/1.1` (a client offering none is
+    /// accepted too).
+    pub wss: Arc<rustls::ServerConfig>,
     /// For QUIC: TLS 1.3 with the same chain and key.
     pub quic: Arc<rustls::ServerConfig>,
 }
@@ -47,7 +53,7 @@ impl Certs {
             TlsVersions::Tls13 => &[&rustls::version::TLS13],
             TlsVersions::Tls12And13 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         };
-        let build = |versions: &[&'static rustls::SupportedProtocolVersion]| {
+        let build = |versions: &[&'static rustls::SupportedProtocolVersion], alpn: &[u8]| {
             let mut config = rustls::ServerConfig::builder_with_provider(provider.clone())
                 .with_protocol_versions(versions)
                 .map_err(|e| e.to_string())?
@@ -56,14 +62,18 @@ impl Certs {
                 .map_err(|e| {
                     format!("{} and {} do not make a usable pair: {e}", show(&settings.cert), show(&settings.key))
                 })?;
-            config.alpn_protocols = vec![ALPN.to_vec()];
+            config.alpn_protocols = vec![alpn.to_vec()];
             // Long connections reconnect rarely; tickets would only cost memory and CPU.
             config.send_tls13_tickets = 0;
             // No 0-RTT: an Auth must not be replayable.
             config.max_early_data_size = 0;
             Ok::<_, String>(Arc::new(config))
         };
-        Ok(Certs { tcp: build(versions)?, quic: build(&[&rustls::version::TLS13])? })
+        Ok(Certs {
+            tcp: build(versions, ALPN)?,
+            wss: build(versions, WS_ALPN)?,
+            quic: build(&[&rustls::version::TLS13], ALPN)?,
+        })
     }
 }
 
@@ -112,6 +122,7 @@ mod tests {
         let settings = write_pair(&dir);
         let certs = Certs::load(&settings).unwrap();
         assert_eq!(certs.tcp.alpn_protocols, [ALPN.to_vec()]);
+        assert_eq!(certs.wss.alpn_protocols, [WS_ALPN.to_vec()]);
         assert_eq!(certs.quic.max_early_data_size, 0);
 
         std::fs::write(dir.join("bad.pem"), "not pem").unwrap();

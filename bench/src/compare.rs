@@ -31,7 +31,8 @@ pub struct CompareArgs {
     #[arg(long, default_value = "target/release/ringgate")]
     pub gateway: PathBuf,
     /// Peers, in run order: ringgate-io_uring, ringgate-epoll, nginx, haproxy, direct, and
-    /// ringgate-tls / ringgate-quic (clients over TLS or QUIC).
+    /// ringgate-tls / ringgate-quic / ringgate-ws / ringgate-wss (clients over TLS, QUIC,
+    /// WebSocket or WebSocket over TLS).
     #[arg(long, value_delimiter = ',', default_value = "ringgate-io_uring,ringgate-epoll,nginx,haproxy,direct")]
     pub peers: Vec<Peer>,
     #[arg(long, default_value_t = 3)]
@@ -87,6 +88,14 @@ pub enum Peer {
     #[value(name = "ringgate-quic")]
     #[serde(rename = "ringgate-quic")]
     RinggateQuic,
+    /// ringgate (io_uring) with clients over WebSocket.
+    #[value(name = "ringgate-ws")]
+    #[serde(rename = "ringgate-ws")]
+    RinggateWs,
+    /// ringgate (io_uring) with clients over WebSocket over TLS.
+    #[value(name = "ringgate-wss")]
+    #[serde(rename = "ringgate-wss")]
+    RinggateWss,
 }
 
 impl Peer {
@@ -99,6 +108,8 @@ impl Peer {
             Peer::Direct => "direct",
             Peer::RinggateTls => "ringgate-tls",
             Peer::RinggateQuic => "ringgate-quic",
+            Peer::RinggateWs => "ringgate-ws",
+            Peer::RinggateWss => "ringgate-wss",
         }
     }
 
@@ -106,12 +117,14 @@ impl Peer {
         match self {
             Peer::RinggateTls => TransportKind::Tls,
             Peer::RinggateQuic => TransportKind::Quic,
+            Peer::RinggateWs => TransportKind::Ws,
+            Peer::RinggateWss => TransportKind::Wss,
             _ => TransportKind::Tcp,
         }
     }
 
     fn is_ringgate(self) -> bool {
-        matches!(self, Peer::RinggateIoUring | Peer::RinggateEpoll | Peer::RinggateTls | Peer::RinggateQuic)
+        !matches!(self, Peer::Nginx | Peer::Haproxy | Peer::Direct)
     }
 }
 
@@ -133,7 +146,7 @@ pub struct Round {
 /// A running peer: its address and the processes whose memory counts.
 enum Running {
     Gateway(GatewayChild),
-    /// A gateway whose clients use its TLS or QUIC listener at this address.
+    /// A gateway whose clients use its TLS, QUIC, ws or wss listener at this address.
     Secure(GatewayChild, std::net::SocketAddr, PathBuf),
     Echo(EchoChild),
     Proxy {
@@ -294,7 +307,8 @@ fn start_haproxy(workers: usize, backends: &[std::net::SocketAddr]) -> std::io::
     Ok(running)
 }
 
-/// ringgate with a TLS and a QUIC listener on one port and a fresh self-signed certificate.
+/// ringgate with a TLS and a QUIC listener on one port, a ws and a wss listener on two
+/// more, and a fresh self-signed certificate; the address is the one `peer` uses.
 fn start_secure(peer: Peer, args: &CompareArgs, backends: &[std::net::SocketAddr]) -> std::io::Result<Running> {
     let dir = std::env::temp_dir().join(format!("ringgate-compare-{}-{}", peer.name(), std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -302,15 +316,22 @@ fn start_secure(peer: Peer, args: &CompareArgs, backends: &[std::net::SocketAddr
     if !status.success() {
         return Err(std::io::Error::other("ringgate cert failed"));
     }
-    let port = free_port()?;
+    let (port, ws, wss) = (free_port()?, free_port()?, free_port()?);
     let text = crate::gateway::bench_config(
         "io_uring",
         args.workers,
         backends,
-        &format!("tls = \"127.0.0.1:{port}\"\nquic = \"127.0.0.1:{port}\"\n"),
+        &format!(
+            "tls = \"127.0.0.1:{port}\"\nquic = \"127.0.0.1:{port}\"\nws = \"127.0.0.1:{ws}\"\nwss = \"127.0.0.1:{wss}\"\n"
+        ),
         &format!("[tls]\ncert = \"{dir}/cert.pem\"\nkey = \"{dir}/key.pem\"\n", dir = dir.display()),
     );
     let gw = GatewayChild::start(&args.gateway, peer.name(), &text)?;
+    let port = match peer {
+        Peer::RinggateWs => ws,
+        Peer::RinggateWss => wss,
+        _ => port,
+    };
     Ok(Running::Secure(gw, std::net::SocketAddr::from(([127, 0, 0, 1], port)), dir))
 }
 
@@ -332,7 +353,9 @@ fn start(peer: Peer, args: &CompareArgs, b: &Backends) -> std::io::Result<Runnin
         Peer::Nginx => start_nginx(args.workers, &echo_addrs)?,
         Peer::Haproxy => start_haproxy(args.workers, &echo_addrs)?,
         Peer::Direct => Running::Echo(EchoChild::spawn(args.workers)?),
-        Peer::RinggateTls | Peer::RinggateQuic => start_secure(peer, args, &link_addrs)?,
+        Peer::RinggateTls | Peer::RinggateQuic | Peer::RinggateWs | Peer::RinggateWss => {
+            start_secure(peer, args, &link_addrs)?
+        }
     };
     if peer.is_ringgate() {
         // Let every worker's backend links finish their handshakes.

@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::control::{self, PROGRESS};
 use crate::stats::RunStats;
-use crate::transport::{Connector, ReadHalf, WriteHalf};
+use crate::transport::{Connector, Opened, ReadHalf, WriteHalf};
+use crate::ws::Framing;
 
 /// What a connection does once authenticated. Times are unix milliseconds, so that every
 /// process of a run agrees on them.
@@ -69,7 +70,23 @@ struct Shared {
     session: ClientSession,
     input: BytesMut,
     tls: Option<rustls::ClientConnection>,
+    ws: Option<Framing>,
     eof: bool,
+}
+
+impl Shared {
+    /// Takes plain bytes off the socket (decrypted already): unwraps WebSocket frames, or
+    /// passes them on as they are.
+    fn take_plain(&mut self, plain: &mut [u8]) {
+        match &mut self.ws {
+            Some(ws) => {
+                if !ws.unwrap(plain, &mut self.input) {
+                    self.eof = true;
+                }
+            }
+            None => self.input.extend_from_slice(plain),
+        }
+    }
 }
 
 /// A connection: its session, its writing half, and the task that reads (never cancelled;
@@ -96,21 +113,21 @@ async fn read_loop(mut reader: ReadHalf, shared: Rc<RefCell<Shared>>, signal: fl
                 return;
             }
         };
-        let data = buf.get(..n).unwrap_or_default();
         let mut sh = shared.borrow_mut();
-        let Shared { session, input, tls, eof } = &mut *sh;
-        match tls {
+        match sh.tls.as_mut() {
             Some(tls) => {
+                let data = buf.get(..n).unwrap_or_default();
                 let ok = tls.read_tls(&mut &*data).is_ok() && tls.process_new_packets().is_ok();
                 plain.clear();
                 let _ = std::io::Read::read_to_end(&mut tls.reader(), &mut plain);
-                input.extend_from_slice(&plain);
+                sh.take_plain(&mut plain);
                 if !ok {
-                    *eof = true;
+                    sh.eof = true;
                 }
             }
-            None => input.extend_from_slice(data),
+            None => sh.take_plain(buf.get_mut(..n).unwrap_or_default()),
         }
+        let Shared { session, input, eof, .. } = &mut *sh;
         session.handle_input(input, Instant::now());
         let done = *eof;
         drop(sh);
@@ -122,19 +139,27 @@ async fn read_loop(mut reader: ReadHalf, shared: Rc<RefCell<Shared>>, signal: fl
 }
 
 impl Conn {
-    fn new(reader: ReadHalf, writer: WriteHalf, tls: Option<rustls::ClientConnection>, session: ClientSession) -> Conn {
-        let shared = Rc::new(RefCell::new(Shared { session, input: BytesMut::new(), tls, eof: false }));
+    fn new(opened: Opened, session: ClientSession) -> Conn {
+        let Opened { reader, writer, tls, ws, mut early } = opened;
+        let mut shared = Shared { session, input: BytesMut::new(), tls, ws, eof: false };
+        shared.take_plain(&mut early);
+        let shared = Rc::new(RefCell::new(shared));
         let (tx, rx) = flume::bounded(1);
         let reader = compio::runtime::spawn(read_loop(reader, shared.clone(), tx));
         Conn { shared, writer, signal: rx, _reader: reader }
     }
 
-    /// Writes what the session has queued (encrypted first, for TLS).
+    /// Writes what the session has queued (in a WebSocket frame, then encrypted, as the
+    /// connection's layers ask).
     pub async fn flush(&mut self) -> std::io::Result<()> {
         let out = {
             let mut sh = self.shared.borrow_mut();
-            let Shared { session, tls, .. } = &mut *sh;
+            let Shared { session, tls, ws, .. } = &mut *sh;
             let plain = session.output().split();
+            let plain = match ws {
+                Some(ws) if !plain.is_empty() => ws.wrap(&plain),
+                _ => plain.to_vec(),
+            };
             match tls {
                 Some(tls) => {
                     if !plain.is_empty() {
@@ -146,7 +171,7 @@ impl Conn {
                     }
                     out
                 }
-                None => plain.to_vec(),
+                None => plain,
             }
         };
         if out.is_empty() {
@@ -216,10 +241,10 @@ pub async fn login(
 ) -> Result<Conn, String> {
     let started = Instant::now();
     stats.borrow_mut().connect_started(unix_ms());
-    let (reader, writer, tls) = connector.connect(addr, source).await.map_err(|e| format!("connect: {}", e.kind()))?;
+    let opened = connector.connect(addr, source).await.map_err(|e| format!("connect: {}", e.kind()))?;
     stats.borrow_mut().connected += 1;
     control::inc(&PROGRESS.connected);
-    let mut conn = Conn::new(reader, writer, tls, ClientSession::new(config, Instant::now()));
+    let mut conn = Conn::new(opened, ClientSession::new(config, Instant::now()));
     conn.flush().await.map_err(|e| format!("auth: {}", e.kind()))?;
     loop {
         while let Some(event) = conn.next_event() {

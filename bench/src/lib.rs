@@ -15,3 +15,4 @@ pub mod run;
 pub mod scenarios;
 pub mod stats;
 pub mod transport;
+pub mod ws;

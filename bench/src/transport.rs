@@ -1,5 +1,6 @@
-//! The load generator's transports: plain TCP, TLS (rustls over a split TCP stream) and
-//! QUIC (compio-quic, one client endpoint per thread multiplexing all its connections).
+//! The load generator's transports: plain TCP, TLS (rustls over a split TCP stream), QUIC
+//! (compio-quic, one client endpoint per thread multiplexing all its connections), and
+//! WebSocket over TCP or TLS (the upgrade and framing in [`crate::ws`]).
 //!
 //! compio's reads own their buffer and are not cancel-safe (a read cancelled after it
 //! completed loses its bytes), so every connection reads in a task of its own that is never
@@ -22,6 +23,10 @@ pub enum TransportKind {
     Tcp,
     Tls,
     Quic,
+    /// WebSocket over TCP (`listen.ws`).
+    Ws,
+    /// WebSocket over TLS (`listen.wss`).
+    Wss,
 }
 
 impl TransportKind {
@@ -36,6 +41,8 @@ impl TransportKind {
             TransportKind::Tcp => "tcp",
             TransportKind::Tls => "tls",
             TransportKind::Quic => "quic",
+            TransportKind::Ws => "ws",
+            TransportKind::Wss => "wss",
         }
     }
 }
@@ -45,6 +52,8 @@ pub enum Connector {
     Tcp,
     Tls(Arc<rustls::ClientConfig>),
     Quic(compio::quic::Endpoint),
+    Ws,
+    Wss(Arc<rustls::ClientConfig>),
 }
 
 impl std::fmt::Debug for Connector {
@@ -53,6 +62,8 @@ impl std::fmt::Debug for Connector {
             Connector::Tcp => "Tcp",
             Connector::Tls(_) => "Tls",
             Connector::Quic(_) => "Quic",
+            Connector::Ws => "Ws",
+            Connector::Wss(_) => "Wss",
         })
     }
 }
@@ -128,6 +139,13 @@ impl Connector {
         Ok(match kind {
             TransportKind::Tcp => Connector::Tcp,
             TransportKind::Tls => Connector::Tls(Arc::new(client_tls(ca)?)),
+            TransportKind::Ws => Connector::Ws,
+            TransportKind::Wss => {
+                // A browser's wss offers HTTP/1.1 over ALPN, not ringgate/1.
+                let mut config = client_tls(ca)?;
+                config.alpn_protocols = vec![b"http/1.1".to_vec()];
+                Connector::Wss(Arc::new(config))
+            }
             TransportKind::Quic => {
                 let crypto = compio::quic::crypto::rustls::QuicClientConfig::try_from(client_tls(ca)?)
                     .map_err(std::io::Error::other)?;
@@ -164,29 +182,25 @@ impl Connector {
         }
     }
 
-    /// Connects to `addr` (from `source` when given, for TCP and TLS) and completes the TLS
-    /// or QUIC handshake. Returns the two directions separately (a read is never cancelled,
-    /// so it runs in a task of its own) and, for TLS, the rustls state both share.
-    pub async fn connect(
-        &self,
-        addr: SocketAddr,
-        source: Option<IpAddr>,
-    ) -> std::io::Result<(ReadHalf, WriteHalf, Option<rustls::ClientConnection>)> {
+    /// Connects to `addr` (from `source` when given, for TCP, TLS and WebSocket) and
+    /// completes the TLS, QUIC or WebSocket handshake. Returns the two directions
+    /// separately (a read is never cancelled, so it runs in a task of its own) and the
+    /// layers both share.
+    pub async fn connect(&self, addr: SocketAddr, source: Option<IpAddr>) -> std::io::Result<Opened> {
+        let tcp = |reader, writer, tls| Opened { reader, writer, tls, ws: None, early: Vec::new() };
         match self {
             Connector::Tcp => {
                 let s = tcp_connect(addr, source).await?;
                 let _ = s.set_nodelay(true);
                 let (r, w) = s.into_split();
-                Ok((ReadHalf::Tcp(r), WriteHalf::Tcp(w), None))
+                Ok(tcp(ReadHalf::Tcp(r), WriteHalf::Tcp(w), None))
             }
             Connector::Tls(config) => {
                 let mut s = tcp_connect(addr, source).await?;
                 let _ = s.set_nodelay(true);
-                let name = rustls::pki_types::ServerName::try_from("localhost").map_err(std::io::Error::other)?;
-                let mut tls = rustls::ClientConnection::new(config.clone(), name).map_err(std::io::Error::other)?;
-                handshake(&mut s, &mut tls).await?;
+                let tls = tls_connect(&mut s, config).await?;
                 let (r, w) = s.into_split();
-                Ok((ReadHalf::Tcp(r), WriteHalf::Tcp(w), Some(tls)))
+                Ok(tcp(ReadHalf::Tcp(r), WriteHalf::Tcp(w), Some(tls)))
             }
             Connector::Quic(endpoint) => {
                 let conn = endpoint
@@ -195,8 +209,99 @@ impl Connector {
                     .await
                     .map_err(std::io::Error::other)?;
                 let (send, recv) = conn.open_bi().map_err(std::io::Error::other)?;
-                Ok((ReadHalf::Quic(recv), WriteHalf::Quic(send, conn), None))
+                Ok(tcp(ReadHalf::Quic(recv), WriteHalf::Quic(send, conn), None))
             }
+            Connector::Ws | Connector::Wss(_) => {
+                let mut s = tcp_connect(addr, source).await?;
+                let _ = s.set_nodelay(true);
+                let mut tls = match self {
+                    Connector::Wss(config) => Some(tls_connect(&mut s, config).await?),
+                    _ => None,
+                };
+                let early = upgrade(&mut s, tls.as_mut(), &addr.to_string()).await?;
+                let seed = (addr.port() as u32) << 16 ^ source.map_or(0, ip_bits);
+                let (r, w) = s.into_split();
+                Ok(Opened {
+                    reader: ReadHalf::Tcp(r),
+                    writer: WriteHalf::Tcp(w),
+                    tls,
+                    ws: Some(crate::ws::Framing::new(seed)),
+                    early,
+                })
+            }
+        }
+    }
+}
+
+/// A connection just opened: its two directions and the layers between the socket and the
+/// client session (TLS state, WebSocket framing), with any plain bytes that arrived behind
+/// the WebSocket upgrade's answer.
+#[allow(missing_debug_implementations)]
+pub struct Opened {
+    pub reader: ReadHalf,
+    pub writer: WriteHalf,
+    pub tls: Option<rustls::ClientConnection>,
+    pub ws: Option<crate::ws::Framing>,
+    pub early: Vec<u8>,
+}
+
+fn ip_bits(ip: IpAddr) -> u32 {
+    match ip {
+        IpAddr::V4(v4) => u32::from(v4),
+        IpAddr::V6(v6) => v6.octets().iter().fold(0, |h, &b| h.rotate_left(5) ^ u32::from(b)),
+    }
+}
+
+async fn tls_connect(
+    s: &mut TcpStream,
+    config: &Arc<rustls::ClientConfig>,
+) -> std::io::Result<rustls::ClientConnection> {
+    let name = rustls::pki_types::ServerName::try_from("localhost").map_err(std::io::Error::other)?;
+    let mut tls = rustls::ClientConnection::new(config.clone(), name).map_err(std::io::Error::other)?;
+    handshake(s, &mut tls).await?;
+    Ok(tls)
+}
+
+/// Sends the WebSocket upgrade (through `tls` when given) and reads its answer; returns
+/// the plain bytes that followed it.
+async fn upgrade(
+    stream: &mut TcpStream,
+    mut tls: Option<&mut rustls::ClientConnection>,
+    host: &str,
+) -> std::io::Result<Vec<u8>> {
+    let request = crate::ws::request(host);
+    let out = match tls.as_deref_mut() {
+        Some(tls) => {
+            std::io::Write::write_all(&mut tls.writer(), &request)?;
+            let mut out = Vec::new();
+            while tls.wants_write() {
+                tls.write_tls(&mut out)?;
+            }
+            out
+        }
+        None => request,
+    };
+    stream.write_all(out).await.0?;
+    let mut answer = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    loop {
+        if let Some(n) = crate::ws::response(&answer)? {
+            return Ok(answer.split_off(n));
+        }
+        let BufResult(n, b) = stream.read(buf).await;
+        buf = b;
+        let n = n?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let data = buf.get(..n).unwrap_or_default();
+        match tls.as_deref_mut() {
+            Some(tls) => {
+                tls.read_tls(&mut &*data)?;
+                tls.process_new_packets().map_err(std::io::Error::other)?;
+                let _ = std::io::Read::read_to_end(&mut tls.reader(), &mut answer);
+            }
+            None => answer.extend_from_slice(data),
         }
     }
 }

@@ -49,6 +49,8 @@ fn node() -> Node {
     config.listen_tcp = "127.0.0.1:0".parse().unwrap();
     config.listen_tls = Some("127.0.0.1:0".parse().unwrap());
     config.listen_quic = Some("127.0.0.1:0".parse().unwrap());
+    config.listen_ws = Some("127.0.0.1:0".parse().unwrap());
+    config.listen_wss = Some("127.0.0.1:0".parse().unwrap());
     config.tls =
         Some(TlsSettings { cert: dir.join("cert.pem"), key: dir.join("key.pem"), versions: TlsVersions::Tls13 });
     let listeners = ringgate::listener::bind_group(config.listen_tcp, 2, 4096).unwrap();
@@ -82,6 +84,8 @@ fn idle_over_each_transport_reports_logins_and_memory() {
         ("tcp", node.gateway.local_addr()),
         ("tls", node.gateway.tls_addr().unwrap()),
         ("quic", node.gateway.quic_addr().unwrap()),
+        ("ws", node.gateway.ws_addr().unwrap()),
+        ("wss", node.gateway.wss_addr().unwrap()),
     ] {
         let v = bench(
             &[
@@ -136,7 +140,12 @@ fn idle_spread_over_processes_aggregates_their_results() {
 #[test]
 fn echo_reports_acked_sends_and_latency() {
     let node = node();
-    for (transport, a) in [("tcp", node.gateway.local_addr()), ("quic", node.gateway.quic_addr().unwrap())] {
+    for (transport, a) in [
+        ("tcp", node.gateway.local_addr()),
+        ("quic", node.gateway.quic_addr().unwrap()),
+        ("ws", node.gateway.ws_addr().unwrap()),
+        ("wss", node.gateway.wss_addr().unwrap()),
+    ] {
         let v = bench(
             &[
                 "echo",
@@ -223,6 +232,60 @@ fn storm_of_dropped_connections_comes_back() {
 }
 
 #[test]
+fn push_and_storm_run_over_websocket_too() {
+    let node = node();
+    for (transport, a) in [("ws", node.gateway.ws_addr().unwrap()), ("wss", node.gateway.wss_addr().unwrap())] {
+        let v = bench(
+            &[
+                "push",
+                "--addr",
+                &addr(a),
+                "--transport",
+                transport,
+                "--connections",
+                "20",
+                "--mode",
+                "room",
+                "--room-size",
+                "5",
+                "--push-rate",
+                "200",
+                "--seconds",
+                "1",
+                "--json",
+                "--quiet",
+            ],
+            Duration::from_secs(30),
+        );
+        assert!(v["pushes_acked"].as_u64().unwrap() > 50, "{transport}: {v}");
+        assert_eq!(v["deliveries"], v["deliveries_expected"], "{transport}: every push delivered: {v}");
+        no_errors(&v);
+        let v = bench(
+            &[
+                "storm",
+                "--addr",
+                &addr(a),
+                "--transport",
+                transport,
+                "--connections",
+                "20",
+                "--mode",
+                "drop",
+                "--jitter-ms",
+                "300",
+                "--window",
+                "3",
+                "--json",
+                "--quiet",
+            ],
+            Duration::from_secs(30),
+        );
+        assert_eq!(v["open_before_storm"], 20, "{transport}: {v}");
+        assert_eq!(v["reconnected"], 20, "{transport}: {v}");
+    }
+}
+
+#[test]
 fn storm_of_a_killed_node_moves_its_clients() {
     let v = bench(
         &[
@@ -282,12 +345,12 @@ fn compare_runs_every_peer_and_prints_ratios() {
             "1",
             "--json",
             "--peers",
-            "ringgate-io_uring,ringgate-epoll,nginx,haproxy,direct,ringgate-tls,ringgate-quic",
+            "ringgate-io_uring,ringgate-epoll,nginx,haproxy,direct,ringgate-tls,ringgate-quic,ringgate-ws,ringgate-wss",
         ],
-        Duration::from_secs(120),
+        Duration::from_secs(150),
     );
     let rounds = v["rounds"].as_array().unwrap();
-    assert_eq!(rounds.len(), 7);
+    assert_eq!(rounds.len(), 9);
     for r in rounds {
         assert_eq!(r["idle_held"], 40, "{r}");
         assert!(r["acked_per_s"].as_f64().unwrap() > 0.0, "{r}");

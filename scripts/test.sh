@@ -3,7 +3,8 @@
 # replay of the committed fuzz corpus, the golden vectors of docs/protocol.md, and end-to-end
 # tests against real servers the tests start themselves (redis-server, the gateway and
 # reference backends, a DNS responder, and nginx and HAProxy for the benchmark comparison's
-# smoke test), WebSocket tests with real clients (Python `websockets`, Node `ws`), and the
+# smoke test), WebSocket tests with real clients (Python `websockets`, Node `ws`), the Autobahn
+# TestSuite's cases (`kosoku`), and the
 # TypeScript SDK's tests in clients/js. Installs what those need on a fresh Debian machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +29,9 @@ fi
 # WebSocket clients written by others, for gateway/tests/websocket.rs.
 python3 -c "import websockets" 2>/dev/null || python3 -m pip install -q "websockets==17.*" 2>&1 | grep -v "running pip as the 'root' user" || true
 python3 -c "import websockets" || { echo "scripts/test.sh: pip install websockets failed" >&2; exit 1; }
+# The Autobahn TestSuite's cases without Docker, for gateway/tests/autobahn.rs.
+command -v kosoku >/dev/null || python3 -m pip install -q "kosoku==0.1.0" 2>&1 | grep -v "running pip as the 'root' user" || true
+command -v kosoku >/dev/null || { hash -r; command -v kosoku >/dev/null; } || { echo "scripts/test.sh: pip install kosoku failed" >&2; exit 1; }
 # Node packages: the SDK's, and `ws` for the Rust WebSocket tests (resolved from clients/js).
 command -v node >/dev/null || { echo "scripts/test.sh: Node 20+ is needed (clients/js)" >&2; exit 1; }
 (cd clients/js && npm ci --no-audit --no-fund --loglevel=error)

@@ -43,8 +43,10 @@ pub(crate) enum Io {
     /// rustls between the socket and the session (boxed: rustls's state is ~1 KiB, and a
     /// plain TCP connection must not pay for the variant).
     Tls(Box<tls::TlsIo>),
-    /// WebSocket over TCP or TLS (boxed: the handshake and frame state).
-    Ws(Box<ws::WsIo>),
+    /// WebSocket over TCP (boxed with its socket: the handshake and frame state).
+    Ws(Box<ws::WsIo<ConnFd>>),
+    /// WebSocket over TLS (rustls's state and the WebSocket's in one allocation).
+    Wss(Box<ws::WsIo<tls::TlsIo>>),
     Quic(Box<quic::QuicIo>),
 }
 
@@ -106,8 +108,8 @@ impl Io {
         match self {
             Io::Tcp(_) => Transport::Tcp,
             Io::Tls(..) => Transport::Tls,
-            Io::Ws(w) if matches!(w.under, ws::Under::Tls(_)) => Transport::Wss,
             Io::Ws(_) => Transport::Ws,
+            Io::Wss(_) => Transport::Wss,
             Io::Quic(_) => Transport::Quic,
         }
     }
@@ -118,6 +120,7 @@ impl Io {
             Io::Tcp(fd) => fd,
             Io::Tls(t) => &t.fd,
             Io::Ws(w) => w.fd(),
+            Io::Wss(w) => w.fd(),
             Io::Quic(_) => return Readiness::Driven,
         };
         let readable = fd.poll_read_ready(cx);
@@ -137,6 +140,7 @@ impl Io {
             Io::Tcp(fd) => tcp::read(fd, buf, input),
             Io::Tls(t) => t.read(buf, input),
             Io::Ws(w) => w.read(buf, input),
+            Io::Wss(w) => w.read(buf, input),
             Io::Quic(q) => q.read(input, cx),
         }
     }
@@ -144,12 +148,11 @@ impl Io {
     /// Takes the session's output for sending: appends it to `transit`, framed as the
     /// transport needs. `transit` always ends on a frame boundary.
     pub fn stage(&mut self, out: BytesMut, transit: &mut BytesMut) {
-        if let Io::Ws(w) = self {
-            w.stage(out, transit);
-        } else if transit.is_empty() {
-            *transit = out;
-        } else {
-            transit.extend_from_slice(&out);
+        match self {
+            Io::Ws(w) => w.stage(out, transit),
+            Io::Wss(w) => w.stage(out, transit),
+            _ if transit.is_empty() => *transit = out,
+            _ => transit.extend_from_slice(&out),
         }
     }
 
@@ -159,6 +162,7 @@ impl Io {
         match self {
             Io::Tls(t) => t.tls.wants_write(),
             Io::Ws(w) => w.wants_write(),
+            Io::Wss(w) => w.wants_write(),
             Io::Tcp(_) | Io::Quic(_) => false,
         }
     }
@@ -168,6 +172,7 @@ impl Io {
     pub fn abandoned(&self) -> Option<Failure> {
         match self {
             Io::Ws(w) => w.abandoned(),
+            Io::Wss(w) => w.abandoned(),
             _ => None,
         }
     }
@@ -179,6 +184,7 @@ impl Io {
             Io::Tcp(fd) => tcp::write(fd, transit),
             Io::Tls(t) => t.write(transit),
             Io::Ws(w) => w.write(transit),
+            Io::Wss(w) => w.write(transit),
             Io::Quic(q) => q.write(transit, cx),
         }
     }
@@ -193,8 +199,9 @@ impl Io {
 pub(crate) fn close(io: Io, reason: ReasonCode, unsent: &[u8]) {
     match io {
         Io::Tcp(fd) => tcp::close(&fd),
-        Io::Tls(t) => t.close(),
+        Io::Tls(t) => (*t).close(),
         Io::Ws(w) => (*w).close(reason, unsent),
+        Io::Wss(w) => (*w).close(reason, unsent),
         Io::Quic(q) => (*q).close(reason, unsent),
     }
 }

@@ -38,7 +38,7 @@ use crate::inbox::{NewCerts, WorkerMsg};
 use crate::status::Transport;
 use crate::transport::Io;
 use crate::transport::quic::{self, Acceptor, QuicIo};
-use crate::transport::ws::{Under, WsIo};
+use crate::transport::ws::WsIo;
 
 /// Everything a worker thread starts from.
 pub(crate) struct WorkerSetup {
@@ -308,13 +308,13 @@ fn transport_of(worker: &Worker, fd: crate::transport::ConnFd, kind: Transport) 
         let config = config.clone()?;
         let mut session = rustls::ServerConnection::new(config).ok()?;
         session.set_buffer_limit(Some(crate::transport::tls::BUFFER_LIMIT));
-        Some(Box::new(crate::transport::tls::TlsIo { fd, tls: session }))
+        Some(crate::transport::tls::TlsIo { fd, tls: session })
     };
-    let ws = |under| Io::Ws(Box::new(WsIo::new(under, worker.ws_settings.clone())));
+    let settings = || worker.ws_settings.clone();
     Some(match kind {
-        Transport::Tls => Io::Tls(tls(fd, &worker.tls_config)?),
-        Transport::Ws => ws(Under::Tcp(fd)),
-        Transport::Wss => ws(Under::Tls(tls(fd, &worker.wss_config)?)),
+        Transport::Tls => Io::Tls(Box::new(tls(fd, &worker.tls_config)?)),
+        Transport::Ws => Io::Ws(Box::new(WsIo::new(fd, settings()))),
+        Transport::Wss => Io::Wss(Box::new(WsIo::new(tls(fd, &worker.wss_config)?, settings()))),
         Transport::Tcp | Transport::Quic => Io::Tcp(fd),
     })
 }

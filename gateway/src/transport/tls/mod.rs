@@ -76,7 +76,7 @@ impl TlsIo {
     }
 
     /// Sends close_notify where the socket takes it, then shuts the socket down.
-    pub fn close(mut self: Box<Self>) {
+    pub fn close(mut self) {
         self.tls.send_close_notify();
         self.write_records();
         super::tcp::close(&self.fd);

@@ -8,16 +8,18 @@
 //! # Contract
 //!
 //! [`Reader::feed`] takes bytes as they arrive (any split) and:
-//! - hands every byte of binary message payload, unmasked, to `data` (a ringgate stream may
-//!   cut its frames anywhere across messages, so payload is passed on as it arrives);
+//! - hands every byte of binary message payload, unmasked, to `data` as
+//!   [`Part::Binary`] (a ringgate stream may cut its frames anywhere across messages, so
+//!   payload is passed on as it arrives), and calls it with [`Part::End`] and no bytes when
+//!   a message ends (the conformance harness echoes per message; the gateway ignores it);
 //! - queues a Pong for each Ping into `replies`;
 //! - returns [`Fed`]: how many bytes it took, whether a whole frame arrived, and a Close
 //!   from the peer when one did (the caller echoes it and closes);
 //! - or fails with a [`Violation`], whose [`Violation::code`] is the close code to send.
 //!
 //! Text messages are a violation for the gateway (1003: it speaks binary only); the same
-//! reader, told `text: true`, passes them on after UTF-8 validation, for the conformance
-//! harness.
+//! reader, made with [`Reader::with_text`], passes each on whole as [`Part::Text`] after
+//! UTF-8 validation, for the conformance harness.
 
 use bytes::{BufMut, BytesMut};
 use websocket_sans_io::{FrameInfo, Opcode, WebsocketFrameDecoder, WebsocketFrameEvent};
@@ -88,6 +90,17 @@ impl Violation {
     }
 }
 
+/// What the bytes handed to `data` are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// Binary message payload, as it arrives.
+    Binary,
+    /// The binary message ended (no bytes).
+    End,
+    /// A whole, valid text message (only with [`Reader::with_text`]).
+    Text,
+}
+
 /// What one [`Reader::feed`] call did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Fed {
@@ -109,7 +122,8 @@ enum Message {
     Text,
 }
 
-/// Reads client frames; see the module docs. About 48 bytes.
+/// Reads client frames; see the module docs. 64 bytes; between messages it holds no state
+/// that a new reader would not have ([`Reader::at_rest`]), so a connection can drop it.
 #[derive(Debug, Clone)]
 pub struct Reader {
     decoder: WebsocketFrameDecoder,
@@ -121,6 +135,8 @@ pub struct Reader {
     frame: Opcode,
     /// Accept text messages (the conformance harness); the gateway refuses them.
     text: bool,
+    /// The last byte taken ended a frame (or none was taken yet).
+    between_frames: bool,
     /// A control frame's payload, or a text message's tail of an incomplete UTF-8 sequence
     /// (only while one is being read; `None` keeps an idle connection at no allocation).
     scratch: Option<Box<Scratch>>,
@@ -129,8 +145,10 @@ pub struct Reader {
 #[derive(Debug, Clone, Default)]
 struct Scratch {
     control: Vec<u8>,
-    /// A text message so far (only with `text`), validated when complete.
+    /// A text message so far (only with `text`), validated as it grows.
     text: Vec<u8>,
+    /// How much of `text` is known to be valid UTF-8 (each byte is checked once).
+    checked: usize,
 }
 
 impl Reader {
@@ -143,6 +161,7 @@ impl Reader {
             max_message,
             frame: Opcode::Binary,
             text: false,
+            between_frames: true,
             scratch: None,
         }
     }
@@ -157,11 +176,17 @@ impl Reader {
         self.message != Message::None
     }
 
+    /// Whether the reader is where a new one starts: between messages and frames (no part
+    /// of a header taken either), holding nothing.
+    pub fn at_rest(&self) -> bool {
+        self.between_frames && self.message == Message::None && self.scratch.is_none()
+    }
+
     /// Takes `input` (unmasked in place); see the module docs.
     pub fn feed(
         &mut self,
         input: &mut [u8],
-        data: &mut dyn FnMut(&[u8], bool),
+        data: &mut dyn FnMut(&[u8], Part),
         replies: &mut BytesMut,
     ) -> Result<Fed, Violation> {
         let mut fed = Fed::default();
@@ -170,6 +195,9 @@ impl Reader {
             // Infallible with the crate's default `large_frames` feature.
             let Ok(step) = self.decoder.add_data(rest);
             let n = step.consumed_bytes;
+            if n > 0 || step.event.is_some() {
+                self.between_frames = matches!(step.event, Some(WebsocketFrameEvent::End { .. }));
+            }
             match step.event {
                 None if n == 0 => return Ok(fed),
                 None => {}
@@ -224,7 +252,7 @@ impl Reader {
         Ok(())
     }
 
-    fn payload(&mut self, chunk: &[u8], data: &mut dyn FnMut(&[u8], bool)) -> Result<usize, Violation> {
+    fn payload(&mut self, chunk: &[u8], data: &mut dyn FnMut(&[u8], Part)) -> Result<usize, Violation> {
         match self.frame {
             Opcode::Ping | Opcode::Pong | Opcode::ConnectionClose => {
                 self.scratch.get_or_insert_with(Box::default).control.extend_from_slice(chunk);
@@ -233,16 +261,18 @@ impl Reader {
             _ if self.message == Message::Text => {
                 let scratch = self.scratch.get_or_insert_with(Box::default);
                 scratch.text.extend_from_slice(chunk);
-                // Fail fast on a sequence that can never become valid UTF-8.
-                if let Err(e) = std::str::from_utf8(&scratch.text)
-                    && e.error_len().is_some()
-                {
-                    return Err(Violation::BadUtf8);
+                // Fail fast on a sequence that can never become valid UTF-8; an incomplete
+                // one at the end waits for the next chunk.
+                let unchecked = scratch.text.get(scratch.checked..).unwrap_or_default();
+                match std::str::from_utf8(unchecked) {
+                    Ok(_) => scratch.checked = scratch.text.len(),
+                    Err(e) if e.error_len().is_some() => return Err(Violation::BadUtf8),
+                    Err(e) => scratch.checked += e.valid_up_to(),
                 }
                 Ok(0)
             }
             _ => {
-                data(chunk, false);
+                data(chunk, Part::Binary);
                 Ok(chunk.len())
             }
         }
@@ -252,36 +282,51 @@ impl Reader {
     fn end(
         &mut self,
         frame: &FrameInfo,
-        data: &mut dyn FnMut(&[u8], bool),
+        data: &mut dyn FnMut(&[u8], Part),
         replies: &mut BytesMut,
     ) -> Result<Option<Option<u16>>, Violation> {
         match frame.opcode {
             Opcode::Ping => {
-                let payload = self.scratch.take().map(|s| s.control).unwrap_or_default();
+                let payload = self.take_control();
                 encode(Opcode::Pong, &payload, replies);
                 Ok(None)
             }
             Opcode::Pong => {
-                self.scratch = None;
+                self.take_control();
                 Ok(None)
             }
             Opcode::ConnectionClose => {
-                let payload = self.scratch.take().map(|s| s.control).unwrap_or_default();
+                let payload = self.take_control();
                 close_payload(&payload).map(Some)
             }
             _ if frame.fin => {
                 if self.message == Message::Text {
-                    let text = self.scratch.take().map(|s| s.text).unwrap_or_default();
-                    if std::str::from_utf8(&text).is_err() {
+                    let scratch = self.scratch.take().unwrap_or_default();
+                    if scratch.checked != scratch.text.len() {
                         return Err(Violation::BadUtf8);
                     }
-                    data(&text, true);
+                    data(&scratch.text, Part::Text);
+                } else {
+                    data(&[], Part::End);
                 }
                 self.message = Message::None;
                 Ok(None)
             }
             _ => Ok(None),
         }
+    }
+}
+
+impl Reader {
+    /// The control frame just read; the scratch goes too unless a text message it also
+    /// holds is still being read (a control frame may come between its fragments).
+    fn take_control(&mut self) -> Vec<u8> {
+        let Some(scratch) = self.scratch.as_mut() else { return Vec::new() };
+        let control = std::mem::take(&mut scratch.control);
+        if self.message != Message::Text {
+            self.scratch = None;
+        }
+        control
     }
 }
 
@@ -376,6 +421,20 @@ mod tests {
             assert_eq!(&replies[..], [0x8a, 0x01, b'p'], "a Pong echoing the Ping");
             assert!(last.is_ok());
             assert!(!reader.in_message());
+            assert!(reader.at_rest(), "chunk {chunk}: nothing held after the message");
+        }
+    }
+
+    #[test]
+    fn a_reader_is_at_rest_only_between_whole_frames() {
+        let frame = client_frame(Opcode::Binary, true, MASK, b"abc");
+        let mut replies = BytesMut::new();
+        for cut in 1..frame.len() {
+            let mut reader = Reader::new(100);
+            reader.feed(&mut frame[..cut].to_vec(), &mut |_, _| {}, &mut replies).unwrap();
+            assert!(!reader.at_rest(), "cut at {cut}: part of a frame is held");
+            reader.feed(&mut frame[cut..].to_vec(), &mut |_, _| {}, &mut replies).unwrap();
+            assert!(reader.at_rest(), "cut at {cut}");
         }
     }
 
@@ -410,6 +469,18 @@ mod tests {
     }
 
     #[test]
+    fn a_ping_between_text_fragments_keeps_the_text_so_far() {
+        let mut input = client_frame(Opcode::Text, false, MASK, b"frag1");
+        input.extend(client_frame(Opcode::Ping, true, MASK, b"p"));
+        input.extend(client_frame(Opcode::Continuation, true, MASK, b"frag2"));
+        let mut got = Vec::new();
+        let mut replies = BytesMut::new();
+        Reader::with_text(100).feed(&mut input, &mut |d, part| got.push((d.to_vec(), part)), &mut replies).unwrap();
+        assert_eq!(got, [(b"frag1frag2".to_vec(), Part::Text)]);
+        assert_eq!(&replies[..], [0x8a, 0x01, b'p']);
+    }
+
+    #[test]
     fn text_is_passed_on_whole_and_validated_in_harness_mode() {
         let mut input = client_frame(Opcode::Text, false, MASK, "h\u{e9}".as_bytes().get(..2).unwrap());
         input.extend(client_frame(Opcode::Continuation, true, MASK, "h\u{e9}".as_bytes().get(2..).unwrap()));
@@ -417,7 +488,7 @@ mod tests {
         let mut reader = Reader::with_text(100);
         let mut replies = BytesMut::new();
         reader.feed(&mut input, &mut |d, text| got.push((d.to_vec(), text)), &mut replies).unwrap();
-        assert_eq!(got, [("h\u{e9}".as_bytes().to_vec(), true)]);
+        assert_eq!(got, [("h\u{e9}".as_bytes().to_vec(), Part::Text)]);
         let mut bad = client_frame(Opcode::Text, true, MASK, &[0xff]);
         assert_eq!(Reader::with_text(100).feed(&mut bad, &mut |_, _| {}, &mut replies), Err(Violation::BadUtf8));
     }

@@ -4,9 +4,10 @@
 //!
 //! A connection starts in the opening handshake ([`handshake`]): request bytes accumulate in
 //! a buffer of their own, bounded at 8 KiB, and the wait is bounded by the session's auth
-//! deadline. Once upgraded the buffer and the handshake rules are dropped; what stays is the
-//! frame reader's few words ([`frames`]) and an empty reply buffer, so an idle WebSocket
-//! holds no buffer, like TCP. wss is the same over rustls ([`crate::transport::tls`]).
+//! deadline. Once upgraded the buffer and the handshake rules are dropped; the frame reader
+//! ([`frames`]) and the reply buffer exist only while a frame is partly read or a reply is
+//! waiting, so an idle WebSocket is its socket and 32 bytes, like TCP plus one allocation.
+//! wss is the same over rustls ([`crate::transport::tls`]), in the same allocation.
 //!
 //! Closing: the gateway's own Close frame (in a binary message, like every frame) goes
 //! first, then a WebSocket Close with code 4000 + the reason code and the reason's name as
@@ -15,6 +16,8 @@
 //! negotiated: zlib would keep ~256 KiB + 32 KiB per connection.
 
 pub mod frames;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handshake;
 
 use std::io;
@@ -25,7 +28,7 @@ use ringgate_codec::ReasonCode;
 
 use super::tls::TlsIo;
 use super::{ConnFd, Failure, ReadOutcome, Wrote};
-use frames::{Reader, Violation, code};
+use frames::{Part, Reader, Violation, code};
 use handshake::{Refusal, Rules};
 
 /// Room above `max_frame_len` a binary message may take: the largest client frame header
@@ -40,27 +43,63 @@ pub struct WsSettings {
     pub max_message: u64,
 }
 
-/// The socket under a WebSocket: plain TCP (ws) or TLS (wss).
-pub(crate) enum Under {
-    Tcp(ConnFd),
-    Tls(Box<TlsIo>),
+/// The stream under a WebSocket: a socket (ws) or rustls over one (wss). A WebSocket is
+/// generic over it so that wss keeps rustls's state in the same allocation as its own.
+pub(crate) trait Under {
+    fn fd(&self) -> &ConnFd;
+    /// Reads once: the bytes are `buf[..n]` for `Some(n)`, else what went into `plain`.
+    fn read_once(&mut self, buf: &mut [u8], plain: &mut Vec<u8>) -> (ReadOutcome, Option<usize>);
+    /// Writes what the socket (or rustls) takes of `out`.
+    fn write(&mut self, out: &mut BytesMut) -> io::Result<Wrote>;
+    /// Whether the stream has bytes of its own to write (TLS records).
+    fn wants_write(&self) -> bool;
+    /// Shuts the stream down (TLS: close_notify first).
+    fn close(self);
 }
 
-impl Under {
-    /// Writes what the socket (or rustls) takes of `out`.
-    fn write(&mut self, out: &mut BytesMut) -> io::Result<Wrote> {
-        match self {
-            Under::Tcp(fd) => super::tcp::write(fd, out),
-            Under::Tls(t) => t.write(out),
-        }
+impl Under for ConnFd {
+    fn fd(&self) -> &ConnFd {
+        self
     }
 
-    /// Shuts the socket down (TLS: close_notify first).
+    fn read_once(&mut self, buf: &mut [u8], _: &mut Vec<u8>) -> (ReadOutcome, Option<usize>) {
+        let mut n = 0;
+        (super::tcp::read(self, buf, &mut |b| n = b.len()), Some(n))
+    }
+
+    fn write(&mut self, out: &mut BytesMut) -> io::Result<Wrote> {
+        super::tcp::write(self, out)
+    }
+
+    fn wants_write(&self) -> bool {
+        false
+    }
+
     fn close(self) {
-        match self {
-            Under::Tcp(fd) => super::tcp::close(&fd),
-            Under::Tls(t) => t.close(),
-        }
+        super::tcp::close(&self);
+    }
+}
+
+impl Under for TlsIo {
+    fn fd(&self) -> &ConnFd {
+        &self.fd
+    }
+
+    fn read_once(&mut self, buf: &mut [u8], plain: &mut Vec<u8>) -> (ReadOutcome, Option<usize>) {
+        // rustls hands the plaintext over in pieces: collect it.
+        (self.read(buf, &mut |b| plain.extend_from_slice(b)), None)
+    }
+
+    fn write(&mut self, out: &mut BytesMut) -> io::Result<Wrote> {
+        TlsIo::write(self, out)
+    }
+
+    fn wants_write(&self) -> bool {
+        self.tls.wants_write()
+    }
+
+    fn close(self) {
+        TlsIo::close(self);
     }
 }
 
@@ -68,56 +107,55 @@ impl Under {
 enum Phase {
     /// The request head so far, and the rules it is checked against.
     Handshake(Box<(BytesMut, Arc<WsSettings>)>),
-    Open(Reader),
-    /// Refused, or the peer broke the protocol: nothing more is read.
-    Done,
+    /// Upgraded. The frame reader exists only while a frame or message is partly read: an
+    /// idle connection holds none.
+    Open(Option<Box<Reader>>),
+    /// Refused (its HTTP response is queued), or closing: nothing more is read.
+    Done {
+        /// The close code to send instead of 4000 + reason: a violation's, or the peer's echo.
+        code: Option<u16>,
+        refused: bool,
+    },
 }
 
-/// A WebSocket connection.
-pub(crate) struct WsIo {
-    pub under: Under,
+/// A WebSocket connection: its stream and a few words of its own (an idle ws connection is
+/// the socket and 32 bytes).
+pub(crate) struct WsIo<U> {
+    pub under: U,
     phase: Phase,
     /// Bytes of our own to write before anything else: the handshake response, Pongs.
-    replies: BytesMut,
-    /// The close code to send instead of 4000 + reason: a violation's, or the peer's echo.
-    close_code: Option<u16>,
-    /// A refusal whose HTTP response is in `replies`.
-    refused: bool,
+    replies: Option<Box<BytesMut>>,
+    /// Largest binary message, for the readers made after the upgrade.
+    max_message: u32,
 }
 
-impl WsIo {
-    pub fn new(under: Under, settings: Arc<WsSettings>) -> WsIo {
-        WsIo {
-            under,
-            phase: Phase::Handshake(Box::new((BytesMut::new(), settings))),
-            replies: BytesMut::new(),
-            close_code: None,
-            refused: false,
-        }
+impl<U: Under> WsIo<U> {
+    pub fn new(under: U, settings: Arc<WsSettings>) -> WsIo<U> {
+        let max_message = u32::try_from(settings.max_message).unwrap_or(u32::MAX);
+        WsIo { under, phase: Phase::Handshake(Box::new((BytesMut::new(), settings))), replies: None, max_message }
     }
 
     pub fn fd(&self) -> &ConnFd {
-        match &self.under {
-            Under::Tcp(fd) => fd,
-            Under::Tls(t) => &t.fd,
-        }
+        self.under.fd()
     }
 
     /// Reads once and passes binary payload on to `input`. `Alive` when only control
     /// frames arrived.
     pub fn read(&mut self, buf: &mut [u8], input: &mut dyn FnMut(&[u8])) -> ReadOutcome {
-        // TLS: the plaintext, collected first (rustls hands it over in pieces).
         let mut plain = Vec::new();
-        let mut n = 0;
-        let outcome = match &mut self.under {
-            Under::Tcp(fd) => super::tcp::read(fd, buf, &mut |b| n = b.len()),
-            Under::Tls(t) => t.read(buf, &mut |b| plain.extend_from_slice(b)),
-        };
+        let (outcome, in_buf) = self.under.read_once(buf, &mut plain);
         if !matches!(outcome, ReadOutcome::Data(_)) {
             return outcome;
         }
-        let bytes: &mut [u8] = if plain.is_empty() { buf.get_mut(..n).unwrap_or_default() } else { &mut plain };
+        let bytes: &mut [u8] = match in_buf {
+            Some(n) => buf.get_mut(..n).unwrap_or_default(),
+            None => &mut plain,
+        };
         self.take(bytes, input)
+    }
+
+    fn replies(&mut self) -> &mut BytesMut {
+        self.replies.get_or_insert_with(Box::default)
     }
 
     /// Runs received bytes through the handshake or the frame reader.
@@ -128,9 +166,9 @@ impl WsIo {
             match handshake::parse(head, &settings.rules) {
                 Ok(None) => return ReadOutcome::Data(0),
                 Ok(Some(upgrade)) => {
-                    self.replies.put_slice(&upgrade.response);
                     let mut rest = head.split_off(upgrade.consumed.min(head.len()));
-                    self.phase = Phase::Open(Reader::new(settings.max_message));
+                    self.phase = Phase::Open(None);
+                    self.replies().put_slice(&upgrade.response);
                     return match self.frames(&mut rest, input) {
                         ReadOutcome::Alive => ReadOutcome::Data(0),
                         other => other,
@@ -143,29 +181,48 @@ impl WsIo {
     }
 
     fn frames(&mut self, bytes: &mut [u8], input: &mut dyn FnMut(&[u8])) -> ReadOutcome {
-        let Phase::Open(reader) = &mut self.phase else { return ReadOutcome::Gone };
-        match reader.feed(bytes, &mut |data, _| input(data), &mut self.replies) {
+        if bytes.is_empty() {
+            return ReadOutcome::Data(0);
+        }
+        let Phase::Open(slot) = &mut self.phase else { return ReadOutcome::Gone };
+        let max_message = u64::from(self.max_message);
+        let reader = slot.get_or_insert_with(|| Box::new(Reader::new(max_message)));
+        let replies = self.replies.get_or_insert_with(Box::default);
+        let fed = reader.feed(
+            bytes,
+            &mut |data, part| {
+                if part == Part::Binary {
+                    input(data)
+                }
+            },
+            replies,
+        );
+        if reader.at_rest() {
+            *slot = None;
+        }
+        if replies.is_empty() {
+            self.replies = None;
+        }
+        match fed {
             Ok(fed) if fed.close.is_some() => {
-                self.close_code = Some(fed.close.flatten().unwrap_or(code::NORMAL));
-                self.phase = Phase::Done;
+                self.phase = Phase::Done { code: Some(fed.close.flatten().unwrap_or(code::NORMAL)), refused: false };
                 ReadOutcome::Gone
             }
             Ok(fed) if fed.data > 0 => ReadOutcome::Data(fed.data),
             Ok(fed) if fed.frames => ReadOutcome::Alive,
             Ok(_) => ReadOutcome::Data(0),
             Err(violation) => {
-                self.close_code = Some(violation.code());
-                self.phase = Phase::Done;
+                self.phase = Phase::Done { code: Some(violation.code()), refused: false };
                 ReadOutcome::Failed(Failure::Ws(WsFailure::Violation(violation)))
             }
         }
     }
 
     fn refuse(&mut self, refusal: Refusal) -> ReadOutcome {
-        self.replies.clear();
-        self.replies.put_slice(&refusal.response());
-        self.refused = true;
-        self.phase = Phase::Done;
+        let replies = self.replies();
+        replies.clear();
+        replies.put_slice(&refusal.response());
+        self.phase = Phase::Done { code: None, refused: true };
         ReadOutcome::Failed(Failure::Ws(WsFailure::Refused(refusal)))
     }
 
@@ -183,17 +240,16 @@ impl WsIo {
 
     /// Whether replies of our own are waiting (or TLS records).
     pub fn wants_write(&self) -> bool {
-        !self.replies.is_empty() || matches!(&self.under, Under::Tls(t) if t.tls.wants_write())
+        self.replies.as_ref().is_some_and(|r| !r.is_empty()) || self.under.wants_write()
     }
 
     /// Replies first (`transit` ends on a frame boundary, so they go after it), then out.
     pub fn write(&mut self, transit: &mut BytesMut) -> io::Result<Wrote> {
-        if !self.replies.is_empty() {
+        if let Some(replies) = self.replies.take() {
             if transit.is_empty() {
-                *transit = std::mem::take(&mut self.replies);
+                *transit = *replies;
             } else {
-                transit.extend_from_slice(&self.replies);
-                self.replies.clear();
+                transit.extend_from_slice(&replies);
             }
         }
         self.under.write(transit)
@@ -207,17 +263,15 @@ impl WsIo {
     /// Writes what is pending and the WebSocket Close (unless refused), then closes.
     pub fn close(mut self, reason: ReasonCode, unsent: &[u8]) {
         let mut out = BytesMut::from(unsent);
-        out.extend_from_slice(&self.replies);
-        self.replies.clear();
-        let upgraded = !self.refused && !matches!(self.phase, Phase::Handshake(_));
-        if upgraded {
-            match self.close_code {
-                Some(code) => frames::encode_close(code, "", &mut out),
-                None => {
-                    let code =
-                        u16::try_from(reason.0).map_or(code::GOING_AWAY, |r| code::RINGGATE_BASE.saturating_add(r));
-                    frames::encode_close(code, reason.name().unwrap_or(""), &mut out);
-                }
+        if let Some(replies) = self.replies.take() {
+            out.extend_from_slice(&replies);
+        }
+        match self.phase {
+            Phase::Handshake(_) | Phase::Done { refused: true, .. } => {}
+            Phase::Done { code: Some(code), .. } => frames::encode_close(code, "", &mut out),
+            Phase::Open(_) | Phase::Done { code: None, .. } => {
+                let code = u16::try_from(reason.0).map_or(code::GOING_AWAY, |r| code::RINGGATE_BASE.saturating_add(r));
+                frames::encode_close(code, reason.name().unwrap_or(""), &mut out);
             }
         }
         while !out.is_empty() && matches!(self.under.write(&mut out), Ok(Wrote::Bytes(n)) if n > 0) {}
@@ -250,5 +304,19 @@ impl WsFailure {
             WsFailure::Violation(v) => v.name(),
             WsFailure::HandshakeTimeout => "handshake_timeout",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idle_websocket_is_its_socket_and_a_few_words() {
+        // The allocation an idle ws connection adds to TCP's socket: phase, replies, bound.
+        let own = std::mem::size_of::<WsIo<ConnFd>>() - std::mem::size_of::<ConnFd>();
+        assert!(own <= 32, "{own} bytes beside the socket");
+        let own = std::mem::size_of::<WsIo<TlsIo>>() - std::mem::size_of::<TlsIo>();
+        assert!(own <= 32, "{own} bytes beside rustls");
     }
 }

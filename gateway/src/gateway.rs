@@ -130,6 +130,7 @@ impl Gateway {
         let mut workers = Vec::new();
         let mut stats = Vec::new();
         let mut driver = "unknown";
+        let node_active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         for (index, (listener, inbox)) in listeners.into_iter().zip(receivers).enumerate() {
             let worker_stats = Arc::new(WorkerStats::default());
             stats.push(worker_stats.clone());
@@ -148,6 +149,7 @@ impl Gateway {
                 node_epoch,
                 registry: registry_tx.clone(),
                 stats: worker_stats,
+                node_active: node_active.clone(),
             };
             let (started_tx, started_rx) = std::sync::mpsc::channel();
             let handle = std::thread::Builder::new()
@@ -369,15 +371,39 @@ impl Gateway {
             reconnect_jitter: self.drain.reconnect_jitter,
         });
         let tick = std::time::Duration::from_millis(10);
-        let per_tick = (self.drain.rate as usize / 100).div_ceil(self.inboxes.len().max(1)).max(1);
         let deadline = started + self.drain.deadline;
+        // `drain.rate` is for the node: each tick hands out what is due by then, split over
+        // the workers, the remainder going to the next worker in turn.
+        let pacing_from = std::time::Instant::now();
+        let (mut handed, mut next) = (0u64, 0usize);
+        let workers = self.inboxes.len().max(1);
         while self.active_connections() > 0 && std::time::Instant::now() < deadline {
-            for inbox in &self.inboxes {
-                let _ = inbox.try_send(WorkerMsg::GoAway { quota: per_tick, frame: frame.clone() });
+            let due = (self.drain.rate as f64 * pacing_from.elapsed().as_secs_f64()) as u64 + 1;
+            let quota = due.saturating_sub(handed) as usize;
+            handed = handed.max(due);
+            let (base, extra) = (quota / workers, quota % workers);
+            for k in 0..workers {
+                let share = base + usize::from(k < extra);
+                if share > 0
+                    && let Some(inbox) = self.inboxes.get((next + k) % workers)
+                {
+                    let _ = inbox.try_send(WorkerMsg::GoAway { quota: share, frame: frame.clone() });
+                }
             }
+            next = (next + extra) % workers;
             std::thread::sleep(tick);
         }
         let left_at_deadline = self.active_connections();
+        if left_at_deadline > 0 {
+            // The deadline: whoever ignored the GoAway is closed, with the drain's reason.
+            for inbox in &self.inboxes {
+                let _ = inbox.send(WorkerMsg::CloseAll(ReasonCode::SERVER_DRAINING));
+            }
+            let closing = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            while self.active_connections() > 0 && std::time::Instant::now() < closing {
+                std::thread::sleep(tick);
+            }
+        }
         tracing::warn!(connections, left_at_deadline, "drain finished");
         DrainReport { connections, left_at_deadline, elapsed: started.elapsed() }
     }

@@ -42,6 +42,8 @@ pub enum WorkerMsg {
     Reload(Arc<Config>),
     /// Reloaded certificates: TLS handshakes and QUIC connections from now on use them.
     Certs(Box<NewCerts>),
+    /// Close every connection with this reason (a drain's deadline: `server_draining`).
+    CloseAll(ringgate_codec::ReasonCode),
     /// Close every connection with `server_shutdown` and stop.
     Shutdown,
 }

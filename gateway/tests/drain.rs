@@ -4,8 +4,13 @@
 
 mod support;
 
+use std::io::Read;
 use std::process::Command;
 use std::time::Duration;
+
+use bytes::BytesMut;
+use ringgate_codec::Decoded;
+use ringgate_codec::client::{ClientDecoder, ClientFrame};
 
 use ringgate::config::{AuthMode, IoDriver};
 use ringgate_codec::ReasonCode;
@@ -143,4 +148,84 @@ fn sigterm_drains_and_exits_zero() {
     assert!(status.success(), "drained node exit status {status}");
 }
 
-both_drivers!(drain_under_traffic);
+both_drivers!(drain_under_traffic, drain_rate_deadline_and_connection_limit_are_per_node);
+
+/// `drain.rate` paces the whole node (not each worker), the deadline closes whoever ignored
+/// the GoAway with `server_draining`, and `limits.max_connections` bounds the node (not each
+/// worker): two workers, five allowed, seven tried, five in, in every trial.
+fn drain_rate_deadline_and_connection_limit_are_per_node(driver: IoDriver) {
+    let mut config = support::config(driver);
+    config.auth = AuthMode::None;
+    config.drain.delay = Duration::ZERO;
+    config.drain.rate = 100;
+    config.drain.deadline = Duration::from_secs(3);
+    let gw = std::sync::Arc::new(start_with(config, 2));
+    let mut clients: Vec<TestClient> = (0..200)
+        .map(|i| TestClient::connect_with(gw.local_addr(), ClientConfig::new("", format!("u{i}"), "d")))
+        .collect();
+    for c in &mut clients {
+        assert!(matches!(c.next_event(T), Some(ClientEvent::Authenticated(_))));
+    }
+    let started = std::time::Instant::now();
+    let drainer = {
+        let gw = gw.clone();
+        std::thread::spawn(move || gw.drain())
+    };
+    // The clients ignore their GoAway (raw reads from here: a client session would leave).
+    // The last of 200 is due at 100/s after ~2 s; a read notes a GoAway no earlier than it came.
+    let mut last_go_away = Duration::ZERO;
+    let mut rest = Vec::new();
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.stream.set_read_timeout(Some(T)).unwrap();
+        let mut input = BytesMut::new();
+        let mut buf = [0u8; 4096];
+        'frames: loop {
+            while let Ok(Decoded::Frame(frame)) = ClientDecoder::new(usize::MAX).decode(&mut input) {
+                if matches!(frame, ClientFrame::GoAway(_)) {
+                    last_go_away = last_go_away.max(started.elapsed());
+                    break 'frames;
+                }
+            }
+            let n = c.stream.read(&mut buf).unwrap_or(0);
+            assert!(n > 0, "client {i}: no GoAway");
+            input.extend_from_slice(&buf[..n]);
+        }
+        rest.push(input);
+    }
+    assert!(last_go_away >= Duration::from_millis(1700), "200 GoAways at 100/s took only {last_go_away:?}");
+    for (i, (c, mut input)) in clients.iter_mut().zip(rest).enumerate() {
+        input.extend_from_slice(&read_frames_to_eof_raw(&mut c.stream));
+        let mut frames = Vec::new();
+        while let Ok(Decoded::Frame(frame)) = ClientDecoder::new(usize::MAX).decode(&mut input) {
+            frames.push(frame);
+        }
+        assert_eq!(close_reason(&frames), Some(ReasonCode::SERVER_DRAINING), "client {i} at the deadline");
+    }
+    let report = drainer.join().unwrap();
+    assert_eq!(report.left_at_deadline, 200);
+    assert_eq!(gw.active_connections(), 0);
+
+    let mut config = support::config(driver);
+    config.auth = AuthMode::None;
+    config.max_connections = 5;
+    let gw = start_with(config, 2);
+    for trial in 0..5 {
+        let mut clients: Vec<TestClient> = (0..7)
+            .map(|i| TestClient::connect_with(gw.local_addr(), ClientConfig::new("", format!("t{trial}u{i}"), "d")))
+            .collect();
+        let admitted = clients
+            .iter_mut()
+            .map(|c| matches!(c.next_event(T), Some(ClientEvent::Authenticated(_))))
+            .filter(|&ok| ok)
+            .count();
+        assert_eq!(admitted, 5, "trial {trial}: 5 of 7 admitted");
+        drop(clients);
+        assert!(eventually(T, || gw.active_connections() == 0), "trial {trial}");
+    }
+}
+
+fn read_frames_to_eof_raw(stream: &mut std::net::TcpStream) -> Vec<u8> {
+    let mut all = Vec::new();
+    let _ = std::io::Read::read_to_end(stream, &mut all);
+    all
+}

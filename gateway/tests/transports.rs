@@ -94,7 +94,8 @@ fn client_tls_versions(
         .unwrap()
         .with_root_certificates(roots(cert_pem))
         .with_no_client_auth();
-    config.alpn_protocols = vec![alpn.to_vec()];
+    // An empty `alpn`: offer none.
+    config.alpn_protocols = if alpn.is_empty() { Vec::new() } else { vec![alpn.to_vec()] };
     Arc::new(config)
 }
 
@@ -210,6 +211,10 @@ fn tls_refuses_a_wrong_alpn_and_plain_text(driver: IoDriver) {
     // A client offering another protocol gets the no_application_protocol alert.
     let err = TlsClient::connect(addr, &node.cert, b"h2", "carol").err().expect("wrong ALPN refused");
     assert!(err.to_string().contains("NoApplicationProtocol"), "{err}");
+    // A client offering no ALPN at all is served (docs/protocol.md 2.5).
+    let mut none = TlsClient::connect(addr, &node.cert, b"", "carl").expect("no ALPN accepted");
+    assert_eq!(none.stream.conn.alpn_protocol(), None);
+    none.login();
     // A plain-text protocol hello on the TLS port: rustls answers with an alert and the
     // connection closes; no frame of ours comes back.
     let mut raw = TcpStream::connect(addr).unwrap();

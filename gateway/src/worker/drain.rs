@@ -30,7 +30,6 @@ impl Worker {
 
     /// Takes a reloaded config; existing sessions keep the limits they started with.
     pub fn reload(&mut self, config: Arc<Config>) {
-        self.max_conns = config.max_connections.div_ceil(config.workers.max(1));
         self.ws_settings = super::state::ws_settings(&config);
         self.config = config;
     }

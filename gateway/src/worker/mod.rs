@@ -57,6 +57,8 @@ pub(crate) struct WorkerSetup {
     pub node_epoch: u64,
     pub registry: Option<crate::registry::redis::RegistryTx>,
     pub stats: Arc<WorkerStats>,
+    /// Connections on the whole node (every worker's), which `limits.max_connections` bounds.
+    pub node_active: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Where a worker's Sends go.
@@ -95,6 +97,7 @@ pub(crate) fn run(setup: WorkerSetup, started: std::sync::mpsc::Sender<io::Resul
             Backends::Tcp(_) => Vec::new(),
         };
         let mut w = Worker::new(setup.index, setup.config.clone(), initial, setup.peers, setup.stats);
+        w.node_active = setup.node_active.clone();
         w.node_epoch = setup.node_epoch;
         w.registry = setup.registry;
         w.tls_config = setup.certs.as_ref().map(|c| c.tls.clone());
@@ -360,6 +363,7 @@ async fn inbox_loop(
                 WorkerMsg::Certs(certs) => accepting.reload(&worker, *certs),
                 WorkerMsg::GoAway { quota, frame } => worker.borrow_mut().go_away(quota, &frame),
                 WorkerMsg::Reload(config) => worker.borrow_mut().reload(config),
+                WorkerMsg::CloseAll(reason) => worker.borrow_mut().close_all(reason),
                 WorkerMsg::Shutdown => return,
             }
             handled += 1;

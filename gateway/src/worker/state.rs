@@ -55,7 +55,8 @@ pub(crate) struct Worker {
     pub stats: Arc<WorkerStats>,
     /// Prometheus handles, created once for this worker.
     pub metrics: crate::metrics::WorkerMetrics,
-    pub max_conns: usize,
+    /// Connections on the node, shared by its workers (`limits.max_connections` is per node).
+    pub node_active: Arc<std::sync::atomic::AtomicUsize>,
     /// What WebSocket handshakes check, from `[ws]` (replaced on reload).
     pub ws_settings: Arc<crate::transport::ws::WsSettings>,
     /// The TLS listener's configuration (replaced on a certificate reload).
@@ -83,11 +84,10 @@ impl Worker {
         peers: Vec<flume::Sender<WorkerMsg>>,
         stats: Arc<WorkerStats>,
     ) -> Worker {
-        let workers = config.workers.max(1);
         Worker {
             index,
             metrics: crate::metrics::WorkerMetrics::new(index),
-            max_conns: config.max_connections.div_ceil(workers),
+            node_active: Arc::default(),
             tls_config: None,
             wss_config: None,
             ws_settings: ws_settings(&config),
@@ -112,15 +112,18 @@ impl Worker {
         }
     }
 
-    /// Whether the worker holds as many connections as it may.
+    /// Whether the node holds as many connections as it may.
     pub fn is_full(&self) -> bool {
-        self.conns.len() >= self.max_conns
+        self.node_active.load(std::sync::atomic::Ordering::Relaxed) >= self.config.max_connections
     }
 
     /// Registers an accepted socket and returns its id; gives the socket back when the
     /// worker is full (the caller then refuses it).
     pub fn admit(&mut self, io: Io, now: Instant) -> Result<u64, Io> {
-        if self.conns.len() >= self.max_conns {
+        // Taken before the check, so two workers admitting at once cannot both take the last.
+        let before = self.node_active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if before >= self.config.max_connections {
+            self.node_active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             return Err(io);
         }
         self.next_conn += 1;
@@ -365,6 +368,7 @@ impl Worker {
     fn finish(&mut self, id: u64, reason: ReasonCode) {
         let Some(mut conn) = self.conns.remove(&id) else { return };
         self.stats.active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.node_active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         self.stats.closed_with(reason);
         self.metrics.active[conn.io.transport() as usize].decrement(1.0);
         self.metrics.closed(reason);

@@ -307,8 +307,9 @@ fn start_haproxy(workers: usize, backends: &[std::net::SocketAddr]) -> std::io::
     Ok(running)
 }
 
-/// ringgate with a TLS and a QUIC listener on one port, a ws and a wss listener on two
-/// more, and a fresh self-signed certificate; the address is the one `peer` uses.
+/// ringgate with a fresh self-signed certificate and the listener `peer` uses: TLS and QUIC
+/// on one port, or ws or wss (only that one, so that each peer's memory is its own and a
+/// binary older than WebSocket can be compared on TLS and QUIC).
 fn start_secure(peer: Peer, args: &CompareArgs, backends: &[std::net::SocketAddr]) -> std::io::Result<Running> {
     let dir = std::env::temp_dir().join(format!("ringgate-compare-{}-{}", peer.name(), std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -321,9 +322,11 @@ fn start_secure(peer: Peer, args: &CompareArgs, backends: &[std::net::SocketAddr
         "io_uring",
         args.workers,
         backends,
-        &format!(
-            "tls = \"127.0.0.1:{port}\"\nquic = \"127.0.0.1:{port}\"\nws = \"127.0.0.1:{ws}\"\nwss = \"127.0.0.1:{wss}\"\n"
-        ),
+        &match peer {
+            Peer::RinggateWs => format!("ws = \"127.0.0.1:{ws}\"\n"),
+            Peer::RinggateWss => format!("wss = \"127.0.0.1:{wss}\"\n"),
+            _ => format!("tls = \"127.0.0.1:{port}\"\nquic = \"127.0.0.1:{port}\"\n"),
+        },
         &format!("[tls]\ncert = \"{dir}/cert.pem\"\nkey = \"{dir}/key.pem\"\n", dir = dir.display()),
     );
     let gw = GatewayChild::start(&args.gateway, peer.name(), &text)?;

@@ -8,6 +8,11 @@ pub const MAX_ID_LEN: usize = 256;
 pub const MAX_TOKEN_LEN: usize = 4096;
 /// Longest route key, in bytes (its length prefix is one varint of at most 2 bytes).
 pub const MAX_ROUTE_KEY_LEN: usize = 255;
+/// Largest body an Auth can have: two tokens and two ids at their limits, each with a tag
+/// and a 2-byte length, plus the version and platform. Before a session is open the server
+/// reads no larger frame (only Auth and Close are allowed then), so a peer that has not
+/// authenticated cannot make the gateway hold `max_frame_len` bytes for it.
+pub const MAX_AUTH_BODY_LEN: usize = 2 * (MAX_TOKEN_LEN + 3) + 2 * (MAX_ID_LEN + 3) + 16;
 /// Default maximum body length of a client frame.
 pub const DEFAULT_MAX_FRAME_LEN: usize = 64 * 1024;
 /// Default maximum body length of a link frame: a client frame plus room for link metadata.

@@ -144,7 +144,12 @@ impl ServerSession {
     /// `None` when `input` holds no whole frame (or the session is closed).
     pub fn handle_input(&mut self, input: &mut BytesMut, now: Instant) -> Option<ServerEvent> {
         while !self.is_closed() {
-            let frame = match ClientDecoder::new(self.max_frame_len as usize).decode(input) {
+            // Until the session is open only Auth and Close are allowed: no larger frame is read.
+            let limit = match self.state {
+                ServerState::Open => self.max_frame_len as usize,
+                _ => (self.max_frame_len as usize).min(crate::limits::MAX_AUTH_BODY_LEN),
+            };
+            let frame = match ClientDecoder::new(limit).decode(input) {
                 Ok(Decoded::Frame(frame)) => frame,
                 Ok(Decoded::NeedMore(_)) => return None,
                 Err(e) => return Some(self.close_with(e.reason(), &e.to_string())),
@@ -379,6 +384,44 @@ mod tests {
         let out = decode_output(&mut s);
         assert!(matches!(&out[0], ClientFrame::AuthFail(f) if f.supported_versions == [1]));
         assert!(matches!(&out[1], ClientFrame::Close(c) if c.reason == ReasonCode::UNSUPPORTED_VERSION));
+    }
+
+    #[test]
+    fn before_auth_no_frame_larger_than_the_largest_auth_is_read() {
+        use crate::limits::{MAX_AUTH_BODY_LEN, MAX_ID_LEN, MAX_TOKEN_LEN};
+        let t0 = Instant::now();
+        // The largest valid Auth fits the pre-auth bound.
+        let largest = ClientFrame::Auth(Auth {
+            protocol_version: u32::MAX,
+            token: "t".repeat(MAX_TOKEN_LEN),
+            user_id: "u".repeat(MAX_ID_LEN),
+            device_id: "d".repeat(MAX_ID_LEN),
+            platform: Platform::Web,
+            resume_token: Some(vec![0xff; MAX_TOKEN_LEN].into()),
+        });
+        let mut s = ServerSession::new(&ServerConfig::default(), t0);
+        let mut input = bytes(&[largest]);
+        assert!(input.len() <= MAX_AUTH_BODY_LEN + 4, "{} bytes", input.len());
+        let event = s.handle_input(&mut input, t0);
+        assert!(matches!(event, Some(ServerEvent::Closed { reason: ReasonCode::UNSUPPORTED_VERSION, .. })));
+        // A header announcing a larger body closes at once, before the body arrives, although
+        // it is within max_frame_len (64 KiB by default).
+        for state_open in [false, true] {
+            let mut s = if state_open {
+                open(&ServerConfig::default(), t0)
+            } else {
+                ServerSession::new(&ServerConfig::default(), t0)
+            };
+            let len = MAX_AUTH_BODY_LEN as u32 + 1;
+            let mut header =
+                BytesMut::from(&[if state_open { 0x20 } else { 0x10 }, (len as u8) | 0x80, (len >> 7) as u8][..]);
+            let event = s.handle_input(&mut header, t0);
+            if state_open {
+                assert_eq!(event, None, "an open session waits for a big Send's body");
+            } else {
+                assert_eq!(event, Some(ServerEvent::Closed { reason: ReasonCode::FRAME_TOO_LARGE, by_peer: false }));
+            }
+        }
     }
 
     #[test]

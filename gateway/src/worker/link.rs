@@ -59,6 +59,14 @@ impl Link {
         Link::new(None, link_id, Transport::Embedded(tx), true, usize::MAX, usize::MAX)
     }
 
+    /// The output of a TCP link that is up (its writer is running).
+    pub fn tcp_out(&self) -> Option<Rc<RefCell<TcpOut>>> {
+        match &self.transport {
+            Transport::Tcp(out) if self.up => Some(out.clone()),
+            _ => None,
+        }
+    }
+
     /// A TCP link to `addr`, down until its task completes the handshake.
     pub fn tcp(addr: SocketAddr, out: Rc<RefCell<TcpOut>>, max_buffer: usize) -> Link {
         Link::new(Some(addr), 0, Transport::Tcp(out), false, 1, max_buffer)

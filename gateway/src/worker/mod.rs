@@ -134,6 +134,12 @@ pub(crate) fn run(setup: WorkerSetup, started: std::sync::mpsc::Sender<io::Resul
         inbox_loop(worker.clone(), setup.inbox, &mut links, &mut accepting).await;
         accepting.tasks.clear();
         drop(ticks);
+        // Backends learn why their links end: server_shutdown, after what is queued.
+        let outs: Vec<_> = worker.borrow().links.iter().filter_map(link::Link::tcp_out).collect();
+        for out in &outs {
+            tcp_link::queue_close(out, ReasonCode::SERVER_SHUTDOWN, "node shutting down");
+        }
+        tcp_link::flushed(&outs).await;
         drop(links);
         worker.borrow_mut().close_all(ReasonCode::SERVER_SHUTDOWN);
         // QUIC closes wait for the client to have the last frames; give them a moment.

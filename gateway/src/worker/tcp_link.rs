@@ -16,7 +16,8 @@ use compio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use compio::net::TcpStream;
 use ringgate_codec::Decoded;
 use ringgate_codec::backoff::Backoff;
-use ringgate_codec::link::{Hello, LinkDecoder, LinkFrame};
+use ringgate_codec::link::{Hello, LinkClose, LinkDecoder, LinkFrame};
+use ringgate_codec::{DecodeError, ReasonCode};
 
 use super::link::TcpOut;
 use super::state::Worker;
@@ -92,13 +93,48 @@ async fn session(
             }
             LinkFrame::Pong => w.link_pong(Some(addr)),
             LinkFrame::Close(close) => {
-                break Err(io::Error::other(format!("backend closed the link: {}", close.reason)));
+                break Err(io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    format!("backend closed: {}", close.reason),
+                ));
             }
             frame => w.on_backend(super::downstream::Via::Link(Some(addr)), frame),
         }
     };
+    // The side that closes says why first (docs/protocol.md §1): a frame the backend got
+    // wrong, or its silence. A backend's own Close needs no answer; a socket that failed
+    // cannot carry one.
+    let reason = match &result {
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+            let decode = e.get_ref().and_then(|inner| inner.downcast_ref::<DecodeError>());
+            Some((decode.map_or(ReasonCode::PROTOCOL_ERROR, DecodeError::reason), e.to_string()))
+        }
+        Err(e) if e.kind() == io::ErrorKind::TimedOut => Some((ReasonCode::IDLE_TIMEOUT, e.to_string())),
+        _ => None,
+    };
+    if let Some((reason, message)) = reason {
+        queue_close(out, reason, &message);
+        flushed(std::slice::from_ref(out)).await;
+    }
     drop(writer);
     result
+}
+
+/// Queues a Close behind the link's pending output.
+pub(crate) fn queue_close(out: &Rc<RefCell<TcpOut>>, reason: ReasonCode, message: &str) {
+    let mut o = out.borrow_mut();
+    let close = LinkFrame::Close(LinkClose { reason, message: message.chars().take(200).collect() });
+    let _ = close.encode(&mut o.buf);
+    o.wake();
+}
+
+/// Gives the links' writers up to 500 ms to send what is queued (a backend that does not
+/// read does not hold the worker up).
+pub(crate) async fn flushed(outs: &[Rc<RefCell<TcpOut>>]) {
+    let until = std::time::Instant::now() + std::time::Duration::from_millis(500);
+    while outs.iter().any(|o| !o.borrow().buf.is_empty()) && std::time::Instant::now() < until {
+        compio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
 }
 
 /// Decodes link frames from a stream.

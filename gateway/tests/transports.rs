@@ -215,6 +215,8 @@ fn tls_refuses_a_wrong_alpn_and_plain_text(driver: IoDriver) {
     let mut none = TlsClient::connect(addr, &node.cert, b"", "carl").expect("no ALPN accepted");
     assert_eq!(none.stream.conn.alpn_protocol(), None);
     none.login();
+    drop(none);
+    assert!(eventually(Duration::from_secs(2), || node.gateway.active_connections() == 0));
     // A plain-text protocol hello on the TLS port: rustls answers with an alert and the
     // connection closes; no frame of ours comes back.
     let mut raw = TcpStream::connect(addr).unwrap();

@@ -16,6 +16,8 @@ command -v nginx >/dev/null || need+=(nginx)
 # nginx's stream proxy is a separate module package on Debian.
 [ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || need+=(libnginx-mod-stream)
 command -v haproxy >/dev/null || need+=(haproxy)
+# Headless Chromium for the SDK's browser test (gateway/tests/websocket.rs).
+command -v chromium >/dev/null || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "scripts/test.sh: install ${need[*]} (Debian packages) first, or run as root" >&2
@@ -34,7 +36,8 @@ command -v kosoku >/dev/null || python3 -m pip install -q "kosoku==0.1.0" 2>&1 |
 command -v kosoku >/dev/null || { hash -r; command -v kosoku >/dev/null; } || { echo "scripts/test.sh: pip install kosoku failed" >&2; exit 1; }
 # Node packages: the SDK's, and `ws` for the Rust WebSocket tests (resolved from clients/js).
 command -v node >/dev/null || { echo "scripts/test.sh: Node 20+ is needed (clients/js)" >&2; exit 1; }
-(cd clients/js && npm ci --no-audit --no-fund --loglevel=error)
+# The SDK's browser bundle is what the Chromium test loads.
+(cd clients/js && npm ci --no-audit --no-fund --loglevel=error && npm run --silent bundle)
 
 cargo test --workspace --locked "$@"
 (cd clients/js && npm test)

@@ -100,7 +100,16 @@ impl Node {
 
 /// Tokens for every user/device the scripts log in as, as the scripts read them.
 fn tokens() -> String {
-    let pairs = [("alice", "web"), ("rw", "web"), ("rt", "tcp"), ("kim", "phone"), ("gary", "web"), ("nina", "node")];
+    let pairs = [
+        ("alice", "web"),
+        ("rw", "web"),
+        ("rt", "tcp"),
+        ("kim", "phone"),
+        ("gary", "web"),
+        ("nina", "node"),
+        ("tab-a", "web"),
+        ("tab-b", "web"),
+    ];
     let map: serde_json::Map<String, serde_json::Value> =
         pairs.iter().map(|(u, d)| (format!("{u}/{d}"), token_for(u, d).into())).collect();
     serde_json::Value::Object(map).to_string()
@@ -356,4 +365,23 @@ fn idle_and_stalled_websockets_are_closed_at_their_deadlines(driver: IoDriver) {
     let _ = stalled.read_to_end(&mut out);
     assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
     assert!(metric("ringgate_ws_failures_total", &["reason=\"handshake_timeout\""]) > before);
+}
+
+/// The TypeScript SDK's browser bundle in headless Chromium (puppeteer-core), two tabs over
+/// ws and then wss: tokens, AuthOk, room join, echo, and one tab's room message reaching the
+/// other; the page's Origin is the one allowed. One driver: the transport is the same code
+/// under both, which the tests above cover.
+#[test]
+fn the_sdk_in_headless_chromium_talks_over_ws_and_wss() {
+    let http_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let n = node_with(IoDriver::IoUring, |c| c.ws.allowed_origins = vec![format!("http://127.0.0.1:{http_port}")]);
+    let wss = format!("wss://{}/ws", n.gateway.wss_addr().unwrap());
+    let accepted = metric("ringgate_connections_accepted_total", &["transport=\"wss\""]);
+    let out = run("node", &[&script("browser.mjs"), &http_port.to_string(), &n.ws_url(), &wss], &[]);
+    for scheme in ["ws", "wss"] {
+        for step in ["two tabs authenticated", "echo in each tab", "tab A's room message reached tab B"] {
+            assert!(out.contains(&format!("ok {scheme} {step}")), "{scheme} {step} missing:\n{out}");
+        }
+    }
+    assert!(metric("ringgate_connections_accepted_total", &["transport=\"wss\""]) >= accepted + 2.0);
 }

@@ -367,9 +367,10 @@ fn idle_and_stalled_websockets_are_closed_at_their_deadlines(driver: IoDriver) {
     assert!(metric("ringgate_ws_failures_total", &["reason=\"handshake_timeout\""]) > before);
 }
 
-/// The TypeScript SDK's browser bundle in headless Chromium (puppeteer-core), two tabs over
-/// ws and then wss: tokens, AuthOk, room join, echo, and one tab's room message reaching the
-/// other; the page's Origin is the one allowed. One driver: the transport is the same code
+/// The chat demo (examples/chat/, on the SDK's browser bundle) in headless Chromium
+/// (puppeteer-core), two tabs over ws and then wss: each logs in with its token through the
+/// page's form and joins a room; what one types shows in the other's log, with its Ack; the
+/// page's Origin is the one allowed. One driver: the transport is the same code
 /// under both, which the tests above cover.
 #[test]
 fn the_sdk_in_headless_chromium_talks_over_ws_and_wss() {
@@ -377,11 +378,21 @@ fn the_sdk_in_headless_chromium_talks_over_ws_and_wss() {
     let n = node_with(IoDriver::IoUring, |c| c.ws.allowed_origins = vec![format!("http://127.0.0.1:{http_port}")]);
     let wss = format!("wss://{}/ws", n.gateway.wss_addr().unwrap());
     let accepted = metric("ringgate_connections_accepted_total", &["transport=\"wss\""]);
-    let out = run("node", &[&script("browser.mjs"), &http_port.to_string(), &n.ws_url(), &wss], &[]);
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("ringgate-chat.png");
+    let _ = std::fs::remove_file(&shot);
+    let out =
+        run("node", &[&script("browser.mjs"), &http_port.to_string(), shot.to_str().unwrap(), &n.ws_url(), &wss], &[]);
     for scheme in ["ws", "wss"] {
-        for step in ["two tabs authenticated", "echo in each tab", "tab A's room message reached tab B"] {
+        for step in [
+            "two tabs logged in and joined",
+            "tab A's message was acked",
+            "tab A's message shows in both tabs",
+            "tab B's answer shows in tab A",
+        ] {
             assert!(out.contains(&format!("ok {scheme} {step}")), "{scheme} {step} missing:\n{out}");
         }
     }
+    // The screenshot is kept as a test artifact (README.md shows one).
+    assert!(std::fs::metadata(&shot).is_ok_and(|m| m.len() > 10_000), "no screenshot at {}", shot.display());
     assert!(metric("ringgate_connections_accepted_total", &["transport=\"wss\""]) >= accepted + 2.0);
 }

@@ -40,4 +40,5 @@ command -v node >/dev/null || { echo "scripts/test.sh: Node 20+ is needed (clien
 (cd clients/js && npm ci --no-audit --no-fund --loglevel=error && npm run --silent bundle)
 
 cargo test --workspace --locked "$@"
-(cd clients/js && npm test)
+# The SDK's own tests, then the SDK against real ringgate processes (the binary cargo just built).
+(cd clients/js && npm test && npm run --silent test:gateway)

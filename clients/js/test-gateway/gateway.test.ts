@@ -239,6 +239,27 @@ test("a client reconnects after the gateway process is killed and restarted", { 
   }
 });
 
+test("heartbeats (Ping and Pong) keep an idle client connected past both idle deadlines", { timeout: 30_000 }, async () => {
+  // Heartbeat 1 s: without the SDK's Pings the gateway would close it after 3 s; without the
+  // gateway's Pongs the SDK would give up after its own 3 intervals.
+  const node = await start("sdk-heartbeat", { heartbeat: "1s" });
+  const c = client(node, "hal", "web");
+  const drops: string[] = [];
+  c.on("disconnected", (d) => drops.push(d.reason));
+  try {
+    const up = connected(c);
+    c.connect();
+    await up;
+    await new Promise((r) => setTimeout(r, 4500));
+    assert.deepEqual(drops, []);
+    assert.equal(c.state, "connected");
+    assert.equal((await c.send("still here")).code, 0);
+  } finally {
+    c.disconnect();
+    await stop(node);
+  }
+});
+
 test("a client whose heartbeats stop is closed at the idle timeout", { timeout: 30_000 }, async () => {
   const node = await start("sdk-idle", { heartbeat: "1s" });
   // A raw socket that authenticates and then says nothing: the gateway closes it after three

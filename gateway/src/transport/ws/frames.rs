@@ -426,6 +426,27 @@ mod tests {
     }
 
     #[test]
+    fn payload_chunks_of_any_length_unmask_right() {
+        // websocket-sans-io adds each chunk's length to the mask phase as a u8: a chunk of 253
+        // bytes or more after a phase of 3 wraps (see Cargo.toml's profile note).
+        let payload: Vec<u8> = (0..600u32).map(|i| i as u8).collect();
+        let frame = client_frame(Opcode::Binary, true, [9, 8, 7, 6], &payload);
+        let header = frame.len() - payload.len();
+        for first in [1usize, 2, 3] {
+            let mut reader = Reader::new(1 << 20);
+            let (mut data, mut replies) = (Vec::new(), BytesMut::new());
+            let cuts = [header + first, header + first + 255, frame.len()];
+            let mut at = 0;
+            for cut in cuts {
+                let mut piece = frame[at..cut].to_vec();
+                reader.feed(&mut piece, &mut |d, _| data.extend_from_slice(d), &mut replies).unwrap();
+                at = cut;
+            }
+            assert_eq!(data, payload, "first chunk {first}");
+        }
+    }
+
+    #[test]
     fn a_reader_is_at_rest_only_between_whole_frames() {
         let frame = client_frame(Opcode::Binary, true, MASK, b"abc");
         let mut replies = BytesMut::new();

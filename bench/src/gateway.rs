@@ -138,12 +138,20 @@ fn wait_for_line(child: &mut Child, marker: &str) -> io::Result<(Option<String>,
     {
         let stderr = child.stderr.take().ok_or_else(|| io::Error::other("no stderr"))?;
         let mut lines = BufReader::new(stderr).lines();
+        // The child's last words, for the error when it dies before the marker.
+        let mut last: std::collections::VecDeque<String> = std::collections::VecDeque::new();
         let found = loop {
             let Some(line) = lines.next() else {
                 let _ = child.kill();
-                return Err(io::Error::other(format!("child exited before logging {marker:?}")));
+                let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
+                let said = Vec::from(last).join(" | ");
+                return Err(io::Error::other(format!("child exited ({status}) before logging {marker:?}: {said}")));
             };
             let line = line?;
+            if last.len() == 5 {
+                last.pop_front();
+            }
+            last.push_back(line.clone());
             if line.contains(marker) {
                 break (field(&line, "addr"), field(&line, "driver"));
             }

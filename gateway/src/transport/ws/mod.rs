@@ -187,7 +187,9 @@ impl<U: Under> WsIo<U> {
         let Phase::Open(slot) = &mut self.phase else { return ReadOutcome::Gone };
         let max_message = u64::from(self.max_message);
         let reader = slot.get_or_insert_with(|| Box::new(Reader::new(max_message)));
-        let replies = self.replies.get_or_insert_with(Box::default);
+        // Pongs are rare: they go to a buffer that allocates only when written, and into the
+        // connection's reply box only then (not a box made and dropped on every read).
+        let mut pongs = BytesMut::new();
         let fed = reader.feed(
             bytes,
             &mut |data, part| {
@@ -195,13 +197,13 @@ impl<U: Under> WsIo<U> {
                     input(data)
                 }
             },
-            replies,
+            &mut pongs,
         );
         if reader.at_rest() {
             *slot = None;
         }
-        if replies.is_empty() {
-            self.replies = None;
+        if !pongs.is_empty() {
+            self.replies().extend_from_slice(&pongs);
         }
         match fed {
             Ok(fed) if fed.close.is_some() => {

@@ -5,7 +5,7 @@
 //! client session decodes.
 
 use bytes::BytesMut;
-use websocket_sans_io::{FrameInfo, Opcode, WebsocketFrameDecoder, WebsocketFrameEncoder, WebsocketFrameEvent};
+use websocket_sans_io::{Opcode, WebsocketFrameDecoder, WebsocketFrameEvent};
 
 /// The path a benchmark connects to (the gateway's default `[ws] path`).
 pub const PATH: &str = "/ws";
@@ -95,22 +95,7 @@ impl Framing {
         self.mask ^= self.mask << 13;
         self.mask ^= self.mask >> 17;
         self.mask ^= self.mask << 5;
-        let info = FrameInfo {
-            opcode: Opcode::Binary,
-            payload_length: plain.len() as u64,
-            mask: Some(self.mask.to_be_bytes()),
-            fin: true,
-            reserved: 0,
-        };
-        let mut encoder = WebsocketFrameEncoder::new();
-        let header = encoder.start_frame(&info);
-        let mut out = Vec::with_capacity(header.len() + plain.len());
-        out.extend_from_slice(&header);
-        out.extend_from_slice(plain);
-        if let Some(body) = out.get_mut(header.len()..) {
-            encoder.transform_frame_payload(body);
-        }
-        out
+        ringgate::transport::ws::frames::client_frame(Opcode::Binary, true, self.mask.to_be_bytes(), plain)
     }
 }
 

@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use ringgate::config::{AuthMode, BackendConfig, Discovery, IoDriver};
+use ringgate::config::{AuthMode, BackendConfig, IoDriver};
 use support::*;
 
 fn scrape(addr: std::net::SocketAddr) -> String {
@@ -24,16 +24,7 @@ fn link_metrics_and_readiness() {
     let mut config = support::config(IoDriver::Auto);
     config.auth = AuthMode::None;
     config.admin_listen = Some("127.0.0.1:0".parse().unwrap());
-    config.backend = Some(BackendConfig {
-        discovery: Discovery::Static(vec![addr]),
-        window: 64,
-        link_buffer: 1 << 20,
-        connect_timeout: Duration::from_millis(500),
-        reconnect_min: Duration::from_millis(20),
-        reconnect_max: Duration::from_millis(200),
-        request_timeout: Duration::from_secs(5),
-        ping_interval: Duration::from_millis(100),
-    });
+    config.backend = Some(BackendConfig { ping_interval: Duration::from_millis(100), ..support::static_backend(addr) });
     let gw = start_with(config, 2);
     let admin = gw.admin_addr().unwrap();
     assert!(eventually(Duration::from_secs(5), || {

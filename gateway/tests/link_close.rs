@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use ringgate::config::{AuthMode, BackendConfig, Discovery, IoDriver};
+use ringgate::config::{AuthMode, BackendConfig, IoDriver};
 use ringgate_codec::link::*;
 use ringgate_codec::{Decoded, ReasonCode};
 
@@ -65,15 +65,11 @@ fn gateway(driver: IoDriver, backend: SocketAddr, ping: Duration) -> ringgate::G
     let mut config = support::config(driver);
     config.auth = AuthMode::None;
     config.backend = Some(BackendConfig {
-        discovery: Discovery::Static(vec![backend]),
-        window: 64,
-        link_buffer: 1 << 20,
-        connect_timeout: Duration::from_millis(500),
         // Slow re-dials: each case's first links are the ones checked.
         reconnect_min: Duration::from_secs(5),
         reconnect_max: Duration::from_secs(5),
-        request_timeout: Duration::from_secs(5),
         ping_interval: ping,
+        ..support::static_backend(backend)
     });
     support::start_with(config, 2)
 }

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use ringgate::config::{AuthMode, BackendConfig, Discovery, IoDriver};
+use ringgate::config::{AuthMode, BackendConfig, IoDriver};
 use ringgate_codec::link::*;
 use ringgate_codec::session::{ClientConfig, ClientEvent};
 use ringgate_codec::{Decoded, ReasonCode};
@@ -117,16 +117,7 @@ fn next_push(c: &mut TestClient) -> Option<Bytes> {
 fn gateway_for(driver: IoDriver, backend: SocketAddr, request_timeout: Duration, ping: Duration) -> ringgate::Gateway {
     let mut config = support::config(driver);
     config.auth = AuthMode::None;
-    config.backend = Some(BackendConfig {
-        discovery: Discovery::Static(vec![backend]),
-        window: 64,
-        link_buffer: 1 << 20,
-        connect_timeout: Duration::from_millis(500),
-        reconnect_min: Duration::from_millis(20),
-        reconnect_max: Duration::from_millis(200),
-        request_timeout,
-        ping_interval: ping,
-    });
+    config.backend = Some(BackendConfig { request_timeout, ping_interval: ping, ..support::static_backend(backend) });
     start_with(config, 2)
 }
 

@@ -44,6 +44,22 @@ pub fn config(driver: IoDriver) -> Config {
     config
 }
 
+/// TCP links to one backend at `addr`, with the timings tests use (window 64, 1 MiB link
+/// buffer, 500 ms connect, re-dial 20-200 ms, 5 s request timeout and ping interval); a test
+/// changes what it exercises with struct update syntax.
+pub fn static_backend(addr: SocketAddr) -> ringgate::config::BackendConfig {
+    ringgate::config::BackendConfig {
+        discovery: ringgate::config::Discovery::Static(vec![addr]),
+        window: 64,
+        link_buffer: 1 << 20,
+        connect_timeout: Duration::from_millis(500),
+        reconnect_min: Duration::from_millis(20),
+        reconnect_max: Duration::from_millis(200),
+        request_timeout: Duration::from_secs(5),
+        ping_interval: Duration::from_secs(5),
+    }
+}
+
 pub fn start_with(config: Config, workers: usize) -> Gateway {
     let listeners = listener::bind_group(config.listen_tcp, workers, 4096).unwrap();
     Gateway::start(config, listeners).unwrap()

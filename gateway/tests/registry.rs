@@ -4,8 +4,6 @@
 
 mod support;
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use ringgate::config::RedisTarget;
@@ -15,80 +13,6 @@ use ringgate_codec::session::{ClientConfig, ClientEvent};
 use support::*;
 
 const T: Duration = Duration::from_secs(5);
-
-/// A 3-master Redis Cluster on loopback: real cluster-enabled redis-servers joined with
-/// `redis-cli --cluster create`.
-struct RedisCluster {
-    nodes: Vec<Child>,
-    ports: Vec<u16>,
-}
-
-impl RedisCluster {
-    fn start(dir: &Path) -> RedisCluster {
-        let ports = free_cluster_ports(3);
-        let nodes: Vec<Child> = ports
-            .iter()
-            .map(|port| {
-                Command::new("redis-server")
-                    .current_dir(dir)
-                    .args(["--port", &port.to_string(), "--cluster-enabled", "yes", "--save", "", "--appendonly", "no"])
-                    .args(["--cluster-config-file", &format!("nodes-{port}.conf"), "--bind", "127.0.0.1"])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .unwrap()
-            })
-            .collect();
-        let cluster = RedisCluster { nodes, ports };
-        for port in &cluster.ports {
-            let url = format!("redis://127.0.0.1:{port}");
-            assert!(eventually(T, || redis::Client::open(url.as_str()).and_then(|c| c.get_connection()).is_ok()));
-        }
-        let addrs: Vec<String> = cluster.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-        let status = Command::new("redis-cli")
-            .args(["--cluster", "create"])
-            .args(&addrs)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success(), "redis-cli --cluster create");
-        let ok = || {
-            let out = Command::new("redis-cli").args(["-p", &cluster.ports[0].to_string(), "cluster", "info"]).output();
-            out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok"))
-        };
-        assert!(eventually(Duration::from_secs(15), ok), "cluster converges");
-        cluster
-    }
-
-    fn urls(&self) -> Vec<String> {
-        self.ports.iter().map(|p| format!("redis://127.0.0.1:{p}")).collect()
-    }
-}
-
-impl Drop for RedisCluster {
-    fn drop(&mut self) {
-        for n in &mut self.nodes {
-            let _ = n.kill();
-            let _ = n.wait();
-        }
-    }
-}
-
-/// Ports whose cluster bus port (+10000) is free too.
-fn free_cluster_ports(n: usize) -> Vec<u16> {
-    let mut ports = Vec::new();
-    while ports.len() < n {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        if port < 55_000 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() && !ports.contains(&port)
-        {
-            ports.push(port);
-        }
-    }
-    ports
-}
 
 /// A single server or a cluster, seen the same way by the tests.
 enum Store {

@@ -13,3 +13,10 @@ pub mod client {
 pub mod link {
     include!("pb/ringgate.link.v1.rs");
 }
+
+/// The server API's bodies and the nodes' relay messages: used as they are (the gateway's
+/// `api` module validates them).
+#[allow(clippy::all, clippy::pedantic, missing_debug_implementations)]
+pub mod api {
+    include!("pb/ringgate.api.v1.rs");
+}

@@ -4,8 +4,11 @@ use std::path::{Path, PathBuf};
 
 fn generate(out: &Path) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let fds = protox::compile([root.join("proto/client.proto"), root.join("proto/link.proto")], [root.join("proto")])
-        .expect("proto files compile");
+    let fds = protox::compile(
+        [root.join("proto/client.proto"), root.join("proto/link.proto"), root.join("proto/api.proto")],
+        [root.join("proto")],
+    )
+    .expect("proto files compile");
     prost_build::Config::new().bytes(["."]).out_dir(out).compile_fds(fds).expect("prost-build generates code");
 }
 
@@ -17,7 +20,7 @@ fn committed_code_matches_the_proto_files() {
     std::fs::create_dir_all(&out).unwrap();
     generate(&out);
     let regen = std::env::var_os("RINGGATE_REGEN").is_some();
-    for name in ["ringgate.client.v1.rs", "ringgate.link.v1.rs"] {
+    for name in ["ringgate.client.v1.rs", "ringgate.link.v1.rs", "ringgate.api.v1.rs"] {
         let fresh = std::fs::read_to_string(out.join(name)).unwrap();
         if regen {
             std::fs::write(committed.join(name), &fresh).unwrap();

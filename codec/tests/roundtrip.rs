@@ -123,13 +123,33 @@ fn link_frame() -> impl Strategy<Value = LinkFrame> {
             conn_id: c,
             payload: pl
         })),
-        (any::<u64>(), id(), proptest::collection::vec(id(), 0..3), payload()).prop_map(|(p, u, d, pl)| {
-            LinkFrame::PushToUser(PushToUser { push_id: p, user_id: u, device_ids: d, payload: pl })
-        }),
-        (any::<u64>(), id(), proptest::option::of(conn.clone()), payload()).prop_map(|(p, r, e, pl)| {
-            LinkFrame::PushToRoom(PushToRoom { push_id: p, room: r, exclude_conn_id: e, payload: pl })
-        }),
-        (any::<u64>(), payload()).prop_map(|(p, pl)| LinkFrame::Broadcast(Broadcast { push_id: p, payload: pl })),
+        (any::<u64>(), id(), proptest::collection::vec(id(), 0..3), payload(), any::<bool>()).prop_map(
+            |(p, u, d, pl, only)| {
+                LinkFrame::PushToUser(PushToUser {
+                    push_id: p,
+                    user_id: u,
+                    device_ids: d,
+                    payload: pl,
+                    this_node_only: only,
+                })
+            }
+        ),
+        (any::<u64>(), id(), proptest::option::of(conn.clone()), payload(), any::<bool>()).prop_map(
+            |(p, r, e, pl, only)| {
+                LinkFrame::PushToRoom(PushToRoom {
+                    push_id: p,
+                    room: r,
+                    exclude_conn_id: e,
+                    payload: pl,
+                    this_node_only: only,
+                })
+            }
+        ),
+        (any::<u64>(), payload(), any::<bool>()).prop_map(|(p, pl, only)| LinkFrame::Broadcast(Broadcast {
+            push_id: p,
+            payload: pl,
+            this_node_only: only
+        })),
         (conn.clone(), id()).prop_map(|(c, r)| LinkFrame::JoinRoom(RoomMembership { conn_id: c, room: r })),
         (conn.clone(), id()).prop_map(|(c, r)| LinkFrame::LeaveRoom(RoomMembership { conn_id: c, room: r })),
         (

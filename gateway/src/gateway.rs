@@ -39,7 +39,9 @@ pub struct Gateway {
     node_epoch: u64,
     discovery: Mutex<Option<Discovery>>,
     registry: Option<Registry>,
-    admin: Option<Admin>,
+    plane: Option<Plane>,
+    api_addr: Option<SocketAddr>,
+    admin_addr: Option<SocketAddr>,
     config: Mutex<Arc<Config>>,
     draining: Arc<std::sync::atomic::AtomicBool>,
     drain: crate::config::DrainConfig,
@@ -55,10 +57,9 @@ pub struct DrainReport {
     pub elapsed: std::time::Duration,
 }
 
-/// The admin endpoint's thread.
+/// The control plane's HTTP thread (admin endpoint, server API, relay).
 #[derive(Debug)]
-struct Admin {
-    addr: SocketAddr,
+struct Plane {
     stop: Option<flume::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -102,6 +103,15 @@ impl Gateway {
                 (Some(r), Some(tx))
             }
             None => (None, None),
+        };
+        // Link pushes that other nodes must also deliver go to the relay (only with Redis:
+        // a single node has no other nodes).
+        let (forward_tx, forward_rx) = match &config.redis {
+            Some(_) => {
+                let (tx, rx) = flume::bounded(QUEUE);
+                (Some(tx), rx)
+            }
+            None => (None, flume::bounded(1).1),
         };
         let count = listeners.len();
         let certs = match &config.tls {
@@ -148,6 +158,7 @@ impl Gateway {
                 backends: backends.clone(),
                 node_epoch,
                 registry: registry_tx.clone(),
+                forward: forward_tx.clone(),
                 stats: worker_stats,
                 node_active: node_active.clone(),
             };
@@ -162,7 +173,6 @@ impl Gateway {
             }
             workers.push(handle);
         }
-        tracing::info!(node = %config.node_id, %local_addr, ?tls_addr, ?ws_addr, ?wss_addr, ?quic_addr, driver, workers = workers.len(), "gateway started");
         drop(backends);
         let discovery = match config.backend.as_ref().map(|b| &b.discovery) {
             Some(crate::config::Discovery::Dns(target)) => Some(start_discovery(target.clone(), senders.clone())?),
@@ -170,6 +180,14 @@ impl Gateway {
         };
         drop(registry_tx);
         let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        drop(forward_tx);
+        let me = crate::relay::Peer { node: config.node_id.clone(), epoch: node_epoch };
+        let remote = config.redis.as_ref().map(|target| {
+            let (remote, outbox) = crate::relay::streams::Remote::new(target, me.clone());
+            (remote, target.clone(), outbox)
+        });
+        let relay =
+            crate::relay::Relay::new(me, senders.clone(), config.api.timeout, remote.as_ref().map(|r| r.0.clone()));
         let admin = match config.admin_listen {
             Some(addr) => {
                 let view = crate::control::admin::AdminView {
@@ -181,10 +199,28 @@ impl Gateway {
                     dns: discovery.as_ref().map(|d| d.state.clone()),
                     draining: draining.clone(),
                 };
-                Some(start_admin(addr, view)?)
+                Some((crate::control::plane::bind(addr)?, view))
             }
             None => None,
         };
+        let api = match config.api_listen {
+            Some(addr) => {
+                let api = crate::api::Api::new(relay.clone(), &config.api, config.session.max_frame_len);
+                Some((crate::control::plane::bind(addr)?, api))
+            }
+            None => None,
+        };
+        let admin_addr = admin.as_ref().and_then(|(l, _)| l.local_addr().ok());
+        let api_addr = api.as_ref().and_then(|(l, _)| l.local_addr().ok());
+        let setup = crate::control::plane::PlaneSetup { admin, api, relay, remote, forwards: forward_rx };
+        let plane = start_plane(setup)?;
+        tracing::info!(node = %config.node_id, %local_addr, ?tls_addr, ?ws_addr, ?wss_addr, ?quic_addr, driver, workers = workers.len(), "gateway started");
+        if let Some(addr) = admin_addr {
+            tracing::info!(%addr, "admin listening");
+        }
+        if let Some(addr) = api_addr {
+            tracing::info!(%addr, "api listening");
+        }
         Ok(Gateway {
             local_addr,
             tls_addr,
@@ -199,7 +235,9 @@ impl Gateway {
             node_epoch,
             discovery: Mutex::new(discovery),
             registry,
-            admin,
+            plane: Some(plane),
+            admin_addr,
+            api_addr,
             draining,
             drain: config.drain.clone(),
             config: Mutex::new(config.clone()),
@@ -251,6 +289,11 @@ impl Gateway {
         self.stats.iter().map(|s| s.active.load(Ordering::Relaxed)).sum()
     }
 
+    /// Server API and relay calls this node's workers carried out.
+    pub fn node_ops(&self) -> u64 {
+        self.stats.iter().map(|s| s.node_ops.load(Ordering::Relaxed)).sum()
+    }
+
     /// Connections closed with `reason` across workers.
     pub fn closed_with(&self, reason: ReasonCode) -> u64 {
         self.stats.iter().map(|s| s.closed_count(reason)).sum()
@@ -271,7 +314,9 @@ impl Gateway {
         new.workers = current.workers;
         let old = current.clone();
         let mut restart = Vec::new();
-        let checks: [(&'static str, bool); 12] = [
+        let checks: [(&'static str, bool); 14] = [
+            ("listen.api", old.api_listen != new.api_listen),
+            ("api", old.api != new.api),
             ("listen.ws", old.listen_ws != new.listen_ws),
             ("listen.wss", old.listen_wss != new.listen_wss),
             ("node.id", old.node_id != new.node_id),
@@ -348,7 +393,12 @@ impl Gateway {
 
     /// The admin endpoint's address, when enabled.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin.as_ref().map(|a| a.addr)
+        self.admin_addr
+    }
+
+    /// The server API's address, when enabled.
+    pub fn api_addr(&self) -> Option<SocketAddr> {
+        self.api_addr
     }
 
     /// Drains the node: /readyz fails at once; after `drain.delay` the listeners close; then
@@ -424,9 +474,9 @@ impl Gateway {
     }
 
     fn stop(&mut self) {
-        if let Some(a) = self.admin.as_mut() {
-            a.stop.take();
-            if let Some(t) = a.thread.take() {
+        if let Some(p) = self.plane.as_mut() {
+            p.stop.take();
+            if let Some(t) = p.thread.take() {
                 let _ = t.join();
             }
         }
@@ -474,15 +524,14 @@ fn load_certs(config: &Config, settings: &crate::config::TlsSettings) -> Result<
     Ok(crate::inbox::NewCerts { tls: certs.tcp, wss: certs.wss, quic })
 }
 
-fn start_admin(addr: SocketAddr, view: crate::control::admin::AdminView) -> io::Result<Admin> {
-    let listener = crate::control::admin::bind(addr)?;
-    let addr = listener.local_addr()?;
+fn start_plane(setup: crate::control::plane::PlaneSetup) -> io::Result<Plane> {
     let (stop_tx, stop_rx) = flume::bounded::<()>(1);
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
     let thread = std::thread::Builder::new()
-        .name("ringgate-admin".into())
-        .spawn(move || crate::control::admin::run(listener, view, stop_rx))?;
-    tracing::info!(%addr, "admin listening");
-    Ok(Admin { addr, stop: Some(stop_tx), thread: Some(thread) })
+        .name("ringgate-control".into())
+        .spawn(move || crate::control::plane::run(setup, stop_rx, started_tx))?;
+    started_rx.recv().map_err(|_| io::Error::other("control plane thread died while starting"))??;
+    Ok(Plane { stop: Some(stop_tx), thread: Some(thread) })
 }
 
 /// Binds a reuseport group for an optional listener, one socket per worker.

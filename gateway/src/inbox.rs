@@ -44,8 +44,85 @@ pub enum WorkerMsg {
     Certs(Box<NewCerts>),
     /// Close every connection with this reason (a drain's deadline: `server_draining`).
     CloseAll(ringgate_codec::ReasonCode),
+    /// A call of the server API (or of another node, through Redis) for this worker's own
+    /// connections only; the worker sends one [`NodeAnswer`] to `reply`.
+    Node { op: Arc<NodeOp>, reply: flume::Sender<NodeAnswer> },
     /// Close every connection with `server_shutdown` and stop.
     Shutdown,
+}
+
+/// What the node is asked to do for its own connections (see [`WorkerMsg::Node`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeOp {
+    /// Push to the user's connections: every device, or those listed; every platform, or those.
+    PushUser {
+        user: String,
+        devices: Vec<String>,
+        platforms: Vec<String>,
+        payload: bytes::Bytes,
+    },
+    PushConn {
+        conn: u64,
+        payload: bytes::Bytes,
+    },
+    PushRoom {
+        room: String,
+        exclude: Option<u64>,
+        payload: bytes::Bytes,
+    },
+    Broadcast {
+        payload: bytes::Bytes,
+    },
+    /// Close the user's sessions (one device's, or all) with `reason`.
+    Kick {
+        user: String,
+        device: Option<String>,
+        reason: ringgate_codec::ReasonCode,
+        message: String,
+    },
+    /// Every connection of the user joins (or leaves) the room.
+    Join {
+        user: String,
+        room: String,
+    },
+    Leave {
+        user: String,
+        room: String,
+    },
+    /// How many of this worker's connections are in the room.
+    RoomSize {
+        room: String,
+    },
+    /// The user's sessions here.
+    Presence {
+        user: String,
+    },
+}
+
+/// A push a worker read from a backend link that other nodes must also deliver (it was not
+/// `this_node_only`): the control plane finds those nodes and sends `PushCount` with their
+/// total to `reply` = (worker, tally token) when given.
+#[derive(Debug)]
+pub struct Forward {
+    pub op: NodeOp,
+    pub reply: Option<(usize, u64)>,
+}
+
+/// A worker's answer to a [`NodeOp`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeAnswer {
+    /// Connections pushed to, kicked, joined or left, or room members.
+    Count(u32),
+    Sessions(Vec<LocalSession>),
+}
+
+/// One session, as [`NodeOp::Presence`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalSession {
+    pub device: String,
+    pub platform: String,
+    pub conn: u64,
+    pub since_ms: u64,
 }
 
 /// What a certificate reload hands each worker.

@@ -69,6 +69,41 @@ enum Command {
         #[arg(long = "name", default_values_t = ["localhost".to_owned()])]
         names: Vec<String>,
     },
+    /// Push through a node's server API (docs/api.md): to a user, a connection, a room or
+    /// everyone. Prints the API's answer; exits 1 unless it is 200.
+    Push {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[arg(long, conflicts_with_all = ["room", "broadcast", "conn"])]
+        user: Option<String>,
+        /// Only these devices of the user (repeatable).
+        #[arg(long = "device", requires = "user")]
+        devices: Vec<String>,
+        /// Only these platforms of the user (repeatable).
+        #[arg(long = "platform", requires = "user")]
+        platforms: Vec<String>,
+        #[arg(long, conflicts_with_all = ["broadcast", "conn"])]
+        room: Option<String>,
+        /// A connection id (from AuthOk or presence), on `--node`.
+        #[arg(long, conflicts_with = "broadcast")]
+        conn: Option<u64>,
+        #[arg(long, requires = "conn")]
+        node: Option<String>,
+        #[arg(long)]
+        broadcast: bool,
+        /// The payload as text (sent as its UTF-8 bytes).
+        #[arg(long, conflicts_with = "base64")]
+        text: Option<String>,
+        /// The payload in base64.
+        #[arg(long)]
+        base64: Option<String>,
+    },
+    /// Where a user is connected, through a node's server API.
+    Presence {
+        #[command(flatten)]
+        api: ApiArgs,
+        user: String,
+    },
     /// Mint a signed client token with a key from a config file (for testing).
     Token {
         #[arg(long, short)]
@@ -86,6 +121,17 @@ enum Command {
         #[arg(long, default_value = "24h")]
         ttl: String,
     },
+}
+
+/// Where the server API is and the key to call it with.
+#[derive(clap::Args)]
+struct ApiArgs {
+    /// The node's listen.api address.
+    #[arg(long, default_value = "127.0.0.1:9200")]
+    api: String,
+    /// One of the node's [api] keys.
+    #[arg(long, env = "RINGGATE_API_KEY", hide_env_values = true)]
+    key: String,
 }
 
 type LogHandle = tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>;
@@ -173,6 +219,36 @@ fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             println!("wrote {0}/cert.pem and {0}/key.pem for {names:?}", out.display());
             Ok(())
         }
+        Command::Push { api, user, devices, platforms, room, conn, node, broadcast, text, base64 } => {
+            use base64::Engine;
+            let payload = match (text, base64) {
+                (Some(text), _) => base64::engine::general_purpose::STANDARD.encode(text),
+                (None, Some(b64)) => b64,
+                (None, None) => return Err("give the payload with --text or --base64".into()),
+            };
+            let mut body = serde_json::json!({ "payload": payload });
+            match (user, room, conn, broadcast) {
+                (Some(user), ..) => {
+                    body["user"] = user.into();
+                    body["devices"] = devices.into();
+                    body["platforms"] = platforms.into();
+                }
+                (None, Some(room), ..) => body["room"] = room.into(),
+                (None, None, Some(conn), _) => {
+                    body["conn"] = conn.into();
+                    if let Some(node) = node {
+                        body["node"] = node.into();
+                    }
+                }
+                (None, None, None, true) => body["broadcast"] = true.into(),
+                _ => return Err("give a target: --user, --room, --conn or --broadcast".into()),
+            }
+            api_call(&api, "POST", "/v1/push", Some(body.to_string()))
+        }
+        Command::Presence { api, user } => {
+            let path = format!("/v1/presence/{}", percent_encode(&user));
+            api_call(&api, "GET", &path, None)
+        }
         Command::Token { config, user, device, platform, kid, ttl } => {
             let config = Config::load(&config)?;
             let AuthMode::Token { keys, .. } = &config.auth else {
@@ -188,6 +264,20 @@ fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             Ok(())
         }
     }
+}
+
+/// Calls the API; prints its answer; an answer other than 200 is an error.
+fn api_call(api: &ApiArgs, method: &str, path: &str, body: Option<String>) -> Result<(), Box<dyn std::error::Error>> {
+    let (status, text) = ringgate::api::client::call(&api.api, &api.key, method, path, body)?;
+    println!("{text}");
+    if status != 200 {
+        return Err(format!("the API answered {status}").into());
+    }
+    Ok(())
+}
+
+fn percent_encode(segment: &str) -> String {
+    percent_encoding::utf8_percent_encode(segment, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
 fn serve(path: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {

@@ -3,19 +3,13 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
 use ringgate::config::{AuthMode, BackendConfig, IoDriver};
 use support::*;
 
 fn scrape(addr: std::net::SocketAddr) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(s, "GET /metrics HTTP/1.1\r\n\r\n").unwrap();
-    let mut reply = String::new();
-    s.read_to_string(&mut reply).unwrap();
-    reply
+    http(addr, "GET", "/metrics").1
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! docs/metrics.md names every metric family the gateway exports, and nothing else: the
-//! families a running node renders (after a login, an echo and a WebSocket refusal) must
+//! families a running node with Redis and the API renders (after a login and an echo) must
 //! each be in the document, and each family the document names must be defined in the code.
 
 mod support;
@@ -32,7 +32,21 @@ fn sources(dir: &Path, out: &mut String) {
 
 #[test]
 fn every_exported_family_is_documented_and_every_documented_one_exists() {
-    let gw = support::start(IoDriver::IoUring);
+    // With Redis and the server API on, so their families render too.
+    let dir = support::tempdir::Dir::new();
+    let redis = support::RedisServer::start(dir.path());
+    let mut config = support::config(IoDriver::IoUring);
+    config.redis = Some(ringgate::config::RedisTarget {
+        url: redis.url(),
+        cluster: Vec::new(),
+        prefix: "rg".into(),
+        lease_ttl: std::time::Duration::from_secs(5),
+        fail_open: true,
+        queue: 1000,
+    });
+    config.api_listen = Some("127.0.0.1:0".parse().unwrap());
+    config.api.keys = vec!["metrics-doc-key-0123456789".into()];
+    let gw = support::start_with(config, 2);
     let (mut c, _) = support::TestClient::login(gw.local_addr(), "metrics-user", "d1");
     c.echo(b"count me");
     let rendered = ringgate::metrics::render();

@@ -163,6 +163,7 @@ fn pushes(driver: IoDriver) {
             user_id: "alice".into(),
             device_ids: devices,
             payload: payload.into(),
+            this_node_only: false,
         })
     };
     backend.send(to_user(2, vec![], "p2"));
@@ -181,12 +182,13 @@ fn pushes(driver: IoDriver) {
         room: "r".into(),
         exclude_conn_id: None,
         payload: "p4".into(),
+        this_node_only: false,
     }));
     assert_eq!(next_push(&mut bob).as_deref(), Some(&b"p4"[..]));
     assert_eq!(next_push(&mut carol).as_deref(), Some(&b"p4"[..]));
     assert_eq!(backend.result(4).delivered, 2);
 
-    backend.send(LinkFrame::Broadcast(Broadcast { push_id: 5, payload: "p5".into() }));
+    backend.send(LinkFrame::Broadcast(Broadcast { push_id: 5, payload: "p5".into(), this_node_only: false }));
     for c in [&mut phone, &mut bob, &mut carol] {
         assert_eq!(next_push(c).as_deref(), Some(&b"p5"[..]));
     }
@@ -217,6 +219,7 @@ fn pushes(driver: IoDriver) {
         user_id: "nobody".into(),
         device_ids: vec![],
         payload: "x".into(),
+        this_node_only: false,
     }));
     assert_eq!(backend.result(7), PushResult { push_id: 7, delivered: 0, code: ReasonCode::NOT_DELIVERED });
 }
@@ -251,4 +254,91 @@ fn silent_backend(driver: IoDriver) {
     assert!(eventually(T, || backend.links() >= 4), "silent links re-dialled");
 }
 
-both_drivers!(silent_backend, pushes);
+/// Two nodes sharing a real redis-server, each linked to its own scripted backend: a push on
+/// node A's link reaches the user's sessions on node C too, unless it is this_node_only, and
+/// the PushResult counts both nodes.
+fn link_pushes_reach_every_node(driver: IoDriver) {
+    let dir = tempdir::Dir::new();
+    let redis = RedisServer::start(dir.path());
+    let node = |id: &str, backend: SocketAddr| {
+        let mut config = support::config(driver);
+        config.node_id = id.into();
+        config.auth = AuthMode::None;
+        config.backend = Some(support::static_backend(backend));
+        config.redis = Some(ringgate::config::RedisTarget {
+            url: redis.url(),
+            cluster: Vec::new(),
+            prefix: "rg".into(),
+            lease_ttl: Duration::from_secs(5),
+            fail_open: true,
+            queue: 1000,
+        });
+        let gw = start_with(config, 2);
+        assert!(eventually(T, || gw.registry().is_some_and(|r| r.up && r.pending == 0)));
+        gw
+    };
+    let (addr_a, mut backend_a) = ScriptedBackend::start();
+    let (addr_c, mut backend_c) = ScriptedBackend::start();
+    let (a, c) = (node("a", addr_a), node("c", addr_c));
+    assert!(eventually(T, || backend_a.links() == 2 && backend_c.links() == 2));
+    let login = |gw: &ringgate::Gateway, device: &str| {
+        let mut client = TestClient::connect_with(gw.local_addr(), ClientConfig::new("", "alice", device));
+        assert!(matches!(client.next_event(T), Some(ClientEvent::Authenticated(_))));
+        client
+    };
+    let mut on_a = login(&a, "phone");
+    let mut on_c = login(&c, "pc");
+    let pc = backend_c.opened("alice", "pc");
+    backend_a.opened("alice", "phone");
+    assert!(
+        eventually(T, || a.registry().is_some_and(|r| r.pending == 0) && c.registry().is_some_and(|r| r.pending == 0))
+    );
+    let user = |push_id, this_node_only, payload: &'static str| {
+        LinkFrame::PushToUser(PushToUser {
+            push_id,
+            user_id: "alice".into(),
+            device_ids: vec![],
+            payload: payload.into(),
+            this_node_only,
+        })
+    };
+    // Registry writes are asynchronous: wait until node A's forward finds the session on C.
+    let mut id = 100;
+    let reached_both = eventually(T, || {
+        id += 1;
+        backend_a.send(user(id, false, "both"));
+        backend_a.result(id).delivered == 2
+    });
+    assert!(reached_both, "a PushToUser on A's link reaches the session on C, counted");
+    assert_eq!(next_push(&mut on_a).as_deref(), Some(&b"both"[..]));
+    assert_eq!(next_push(&mut on_c).as_deref(), Some(&b"both"[..]));
+    while on_a.next_event(Duration::from_millis(100)).is_some() {}
+    while on_c.next_event(Duration::from_millis(100)).is_some() {}
+    // The direct path: this node's connections only.
+    backend_a.send(user(200, true, "here"));
+    assert_eq!(backend_a.result(200), PushResult { push_id: 200, delivered: 1, code: ReasonCode::OK });
+    assert_eq!(next_push(&mut on_a).as_deref(), Some(&b"here"[..]));
+    assert!(on_c.next_event(Duration::from_millis(300)).is_none(), "C's session got nothing");
+    // A room joined on C is reached from A's link; a broadcast from A reaches both nodes.
+    backend_c.send(LinkFrame::JoinRoom(RoomMembership { conn_id: pc, room: "r".into() }));
+    let room = |push_id| {
+        LinkFrame::PushToRoom(PushToRoom {
+            push_id,
+            room: "r".into(),
+            exclude_conn_id: None,
+            payload: "room".into(),
+            this_node_only: false,
+        })
+    };
+    let mut id = 300;
+    assert!(eventually(T, || {
+        id += 1;
+        backend_a.send(room(id));
+        backend_a.result(id).delivered == 1
+    }));
+    assert_eq!(next_push(&mut on_c).as_deref(), Some(&b"room"[..]));
+    backend_a.send(LinkFrame::Broadcast(Broadcast { push_id: 400, payload: "all".into(), this_node_only: false }));
+    assert_eq!(backend_a.result(400).delivered, 2);
+}
+
+both_drivers!(silent_backend, pushes, link_pushes_reach_every_node);

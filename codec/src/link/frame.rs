@@ -122,6 +122,8 @@ pub struct PushToUser {
     pub user_id: String,
     pub device_ids: Vec<String>,
     pub payload: Bytes,
+    /// This node's connections only; otherwise the node forwards to the user's other nodes.
+    pub this_node_only: bool,
 }
 
 /// op 0x32: to the room's members on this node.
@@ -131,6 +133,8 @@ pub struct PushToRoom {
     pub room: String,
     pub exclude_conn_id: Option<u64>,
     pub payload: Bytes,
+    /// This node's members only; otherwise also every other node with members.
+    pub this_node_only: bool,
 }
 
 /// op 0x33: to every authenticated connection on this node.
@@ -138,6 +142,8 @@ pub struct PushToRoom {
 pub struct Broadcast {
     pub push_id: u64,
     pub payload: Bytes,
+    /// This node only; otherwise every live node.
+    pub this_node_only: bool,
 }
 
 /// ops 0x34 JoinRoom and 0x35 LeaveRoom.
@@ -339,7 +345,13 @@ impl TryFrom<pb::PushToUser> for PushToUser {
         for device in &w.device_ids {
             required_id("push_to_user", "device_ids", device)?;
         }
-        Ok(PushToUser { push_id: w.push_id, user_id: w.user_id, device_ids: w.device_ids, payload: w.payload })
+        Ok(PushToUser {
+            push_id: w.push_id,
+            user_id: w.user_id,
+            device_ids: w.device_ids,
+            payload: w.payload,
+            this_node_only: w.this_node_only,
+        })
     }
 }
 
@@ -350,6 +362,7 @@ impl From<&PushToUser> for pb::PushToUser {
             user_id: d.user_id.clone(),
             device_ids: d.device_ids.clone(),
             payload: d.payload.clone(),
+            this_node_only: d.this_node_only,
         }
     }
 }
@@ -363,6 +376,7 @@ impl TryFrom<pb::PushToRoom> for PushToRoom {
             room: w.room,
             exclude_conn_id: (w.exclude_conn_id != 0).then_some(w.exclude_conn_id),
             payload: w.payload,
+            this_node_only: w.this_node_only,
         })
     }
 }
@@ -374,19 +388,20 @@ impl From<&PushToRoom> for pb::PushToRoom {
             room: d.room.clone(),
             exclude_conn_id: d.exclude_conn_id.unwrap_or(0),
             payload: d.payload.clone(),
+            this_node_only: d.this_node_only,
         }
     }
 }
 
 impl From<pb::Broadcast> for Broadcast {
     fn from(w: pb::Broadcast) -> Self {
-        Broadcast { push_id: w.push_id, payload: w.payload }
+        Broadcast { push_id: w.push_id, payload: w.payload, this_node_only: w.this_node_only }
     }
 }
 
 impl From<&Broadcast> for pb::Broadcast {
     fn from(d: &Broadcast) -> Self {
-        pb::Broadcast { push_id: d.push_id, payload: d.payload.clone() }
+        pb::Broadcast { push_id: d.push_id, payload: d.payload.clone(), this_node_only: d.this_node_only }
     }
 }
 

@@ -168,17 +168,34 @@ impl ReferenceBackend {
         } else if let Some(room) = key.strip_prefix("leave:") {
             out.push((link, LinkFrame::LeaveRoom(RoomMembership { conn_id: up.conn_id, room: room.into() })));
         } else if let Some(room) = key.strip_prefix("room:") {
-            let push = PushToRoom { push_id: 0, room: room.into(), exclude_conn_id: None, payload: up.payload };
+            // The direct path: this backend sends on one link of every node itself.
+            let push = PushToRoom {
+                push_id: 0,
+                room: room.into(),
+                exclude_conn_id: None,
+                payload: up.payload,
+                this_node_only: true,
+            };
             self.to_every_node(link, LinkFrame::PushToRoom(push), out);
         } else if let Some(user) = key.strip_prefix("user:") {
-            let push = PushToUser { push_id: 0, user_id: user.into(), device_ids: Vec::new(), payload: up.payload };
+            let push = PushToUser {
+                push_id: 0,
+                user_id: user.into(),
+                device_ids: Vec::new(),
+                payload: up.payload,
+                this_node_only: true,
+            };
             if self.registry {
                 self.lookups.push(UserLookup { user_id: user.into(), from: link, push });
             } else {
                 self.to_every_node(link, LinkFrame::PushToUser(push), out);
             }
         } else if key == "broadcast" {
-            self.to_every_node(link, LinkFrame::Broadcast(Broadcast { push_id: 0, payload: up.payload }), out);
+            self.to_every_node(
+                link,
+                LinkFrame::Broadcast(Broadcast { push_id: 0, payload: up.payload, this_node_only: true }),
+                out,
+            );
         } else if key == "reject" {
             code = ReasonCode::BACKEND_REJECTED;
         } else if key.is_empty() && &up.payload[..] == b"whoami" {

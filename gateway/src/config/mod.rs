@@ -24,7 +24,9 @@ pub use value::parse_duration;
 
 use raw::Raw;
 use sections::*;
-pub use settings::{DevicePolicy, DnsTarget, DnsTimers, QuicSettings, RedisTarget, TlsSettings, TlsVersions, WsRules};
+pub use settings::{
+    ApiSettings, DevicePolicy, DnsTarget, DnsTimers, QuicSettings, RedisTarget, TlsSettings, TlsVersions, WsRules,
+};
 use value::{Extract, boolean, duration_in, int_in, non_empty_string, socket_addr, string};
 
 /// Which io driver the workers use.
@@ -113,6 +115,9 @@ pub struct Config {
     pub advertise: String,
     /// The admin HTTP endpoint (metrics, health, drain); `None` = off.
     pub admin_listen: Option<SocketAddr>,
+    /// The server API (docs/api.md); `None` = off.
+    pub api_listen: Option<SocketAddr>,
+    pub api: ApiSettings,
     /// tracing filter, like "info" or "ringgate=debug,info" (RINGGATE_LOG overrides).
     pub log_level: String,
     pub drain: DrainConfig,
@@ -203,6 +208,11 @@ impl Config {
                 "at most 256 workers with QUIC (the worker index is one byte of the connection ID)",
             );
         }
+        let api_listen = raw.listen.api.and_then(|v| x.get("listen.api", Some(v), None, |v| socket_addr(v).map(Some)));
+        let api_settings = api(raw.api, x);
+        if api_listen.is_some() && api_settings.keys.is_empty() {
+            x.invalid("api.keys", "listen.api needs at least one key: [api] keys = [\"...\"] (16+ characters)");
+        }
         Config {
             listen_ws,
             listen_wss,
@@ -218,6 +228,8 @@ impl Config {
                 .listen
                 .admin
                 .and_then(|v| x.get("listen.admin", Some(v), None, |v| socket_addr(v).map(Some))),
+            api_listen,
+            api: api_settings,
             io_driver: x.get("io.driver", raw.io.driver, IoDriver::Auto, io_driver),
             workers: if workers == 0 { cores } else { workers },
             pin_cpus: x.get("io.pin_cpus", raw.io.pin_cpus, false, boolean),

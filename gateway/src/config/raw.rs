@@ -22,6 +22,14 @@ pub(super) struct Raw {
     pub(super) tls: Option<RawTls>,
     pub(super) ws: Option<RawWs>,
     pub(super) quic: RawQuic,
+    pub(super) api: RawApi,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawApi {
+    pub(super) keys: Option<Value>,
+    pub(super) timeout: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -108,6 +116,7 @@ pub(super) struct RawWs {
 pub(super) struct RawListen {
     pub(super) tcp: Option<Value>,
     pub(super) admin: Option<Value>,
+    pub(super) api: Option<Value>,
     pub(super) tls: Option<Value>,
     pub(super) quic: Option<Value>,
     pub(super) ws: Option<Value>,

@@ -288,3 +288,22 @@ pub(super) fn ws(raw: RawWs, x: &mut Extract) -> WsRules {
         }),
     }
 }
+
+pub(super) fn api(raw: RawApi, x: &mut Extract) -> ApiSettings {
+    let keys = x.get("api.keys", raw.keys, Vec::new(), |v| {
+        let list = v.as_array().ok_or("a list of keys like [\"k1-...\", \"k2-...\"]")?;
+        list.iter()
+            .map(|k| match k.as_str() {
+                Some(k) if k.len() >= 16 && k.bytes().all(|b| b.is_ascii_graphic()) => Ok(k.to_owned()),
+                _ => Err(format!("{k} is not a key of at least 16 printable characters")),
+            })
+            .collect()
+    });
+    let timeout = x.get(
+        "api.timeout",
+        raw.timeout,
+        Duration::from_secs(1),
+        duration_in(Duration::from_millis(10), Duration::from_secs(60)),
+    );
+    ApiSettings { keys, timeout }
+}

@@ -15,6 +15,15 @@ pub struct WsRules {
     pub allowed_origins: Vec<String>,
 }
 
+/// `[api]`: who may call the server API, and how long a call waits for other nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiSettings {
+    /// Bearer keys accepted at once (several, for rotation).
+    pub keys: Vec<String>,
+    /// How long a call waits for the nodes it reached to answer (a request may ask less).
+    pub timeout: Duration,
+}
+
 /// Where to find the backends by DNS.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DnsTarget {

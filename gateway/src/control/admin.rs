@@ -1,5 +1,5 @@
-//! The admin HTTP endpoint, on its own address (never the client port), served by a
-//! control-plane thread:
+//! The admin HTTP endpoint, on its own address (never the client port), served by the
+//! control plane's HTTP server ([`crate::http`]):
 //! - `GET /metrics`: Prometheus text;
 //! - `GET /healthz`: 200 while the process runs;
 //! - `GET /readyz`: 200 when the node should get new clients, else 503 with the reason
@@ -7,11 +7,8 @@
 //! - `POST /drain`: starts draining (`/readyz` fails from then on, so LVS health checks and
 //!   DNS-based balancers stop sending new clients).
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::metrics::{NodeGauges, render, set_node_gauges};
 use crate::status::DiscoveryState;
@@ -60,68 +57,28 @@ impl AdminView {
     }
 }
 
-/// Serves the admin endpoint on `listener` until `stop`'s sender is dropped.
-pub fn run(listener: std::net::TcpListener, view: AdminView, stop: flume::Receiver<()>) {
-    let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
-    rt.block_on(async move {
-        let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
-        loop {
-            tokio::select! {
-                accepted = listener.accept() => {
-                    if let Ok((stream, _)) = accepted {
-                        tokio::spawn(serve(stream, view.clone()));
-                    }
-                }
-                _ = stop.recv_async() => return,
-            }
-        }
-    });
+/// Serves one admin request.
+pub async fn handle(view: AdminView, request: crate::http::Request) -> crate::http::Response {
+    let (status, body) = respond(&view, request.method().as_str(), request.uri().path());
+    crate::http::respond(status, "text/plain; version=0.0.4", body)
 }
 
-async fn serve(mut stream: tokio::net::TcpStream, view: AdminView) {
-    let mut head = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
-        match tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut buf)).await {
-            Ok(Ok(n)) if n > 0 => head.extend_from_slice(&buf[..n]),
-            _ => return,
-        }
-    }
-    let text = String::from_utf8_lossy(&head);
-    let mut request = text.split_whitespace();
-    let (method, path) = (request.next().unwrap_or(""), request.next().unwrap_or(""));
-    let (status, body) = respond(&view, method, path);
-    let reply = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = stream.write_all(reply.as_bytes()).await;
-    let _ = stream.shutdown().await;
-}
-
-fn respond(view: &AdminView, method: &str, path: &str) -> (&'static str, String) {
+fn respond(view: &AdminView, method: &str, path: &str) -> (u16, String) {
     match (method, path) {
         ("GET", "/metrics") => {
             set_node_gauges(&view.gauges());
-            ("200 OK", render())
+            (200, render())
         }
-        ("GET", "/healthz") => ("200 OK", "ok\n".into()),
+        ("GET", "/healthz") => (200, "ok\n".into()),
         ("GET", "/readyz") => match view.readiness() {
-            Ok(()) => ("200 OK", "ready\n".into()),
-            Err(why) => ("503 Service Unavailable", format!("not ready: {why}\n")),
+            Ok(()) => (200, "ready\n".into()),
+            Err(why) => (503, format!("not ready: {why}\n")),
         },
         ("POST", "/drain") => {
             view.draining.store(true, Ordering::Relaxed);
             tracing::warn!("drain requested through the admin endpoint");
-            ("202 Accepted", "draining\n".into())
+            (202, "draining\n".into())
         }
-        _ => ("404 Not Found", "unknown endpoint\n".into()),
+        _ => (404, "unknown endpoint\n".into()),
     }
-}
-
-/// Binds the admin listener now, so a bad address fails the start with a clear error.
-pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    let listener = std::net::TcpListener::bind(addr)?;
-    listener.set_nonblocking(true)?;
-    Ok(listener)
 }

@@ -10,6 +10,11 @@ pub mod redis;
 
 use std::collections::HashMap;
 
+/// Now, in unix milliseconds (lease expiries and relay deadlines are in these).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
 /// One connection's location record: what `user -> device -> record` holds.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Location {
@@ -49,6 +54,8 @@ pub enum RegistryOp {
     Put { user: String, device: String, location: Location },
     /// The connection closed: remove its record, but only if it is still this one.
     Del { user: String, device: String, location: Location },
+    /// A worker's first member joined the room (`joined`), or its last left.
+    Room { room: String, joined: bool },
 }
 
 /// What the control plane still has to write, merged per (user, device), plus the mirror of
@@ -57,6 +64,10 @@ pub enum RegistryOp {
 pub struct Batcher {
     pending: HashMap<(String, String), RegistryOp>,
     mirror: HashMap<(String, String), Location>,
+    /// Per room, how many of this node's workers have members.
+    rooms: HashMap<String, u32>,
+    /// Room set changes not written yet: true = add this node, false = remove it.
+    rooms_pending: HashMap<String, bool>,
     bound: usize,
     /// Updates dropped because `pending` was full (they are still in the mirror, so a
     /// re-assert after an outage writes them).
@@ -72,6 +83,7 @@ impl Batcher {
     /// Takes one op: updates the mirror and merges it into the pending writes.
     pub fn push(&mut self, op: RegistryOp) {
         let key = match &op {
+            RegistryOp::Room { room, joined } => return self.room(room, *joined),
             RegistryOp::Put { user, device, location } => {
                 self.mirror.insert((user.clone(), device.clone()), location.clone());
                 (user.clone(), device.clone())
@@ -111,9 +123,42 @@ impl Batcher {
                 RegistryOp::Put { user, device, .. } | RegistryOp::Del { user, device, .. } => {
                     (user.clone(), device.clone())
                 }
+                RegistryOp::Room { .. } => continue,
             };
             self.pending.entry(key).or_insert(op);
         }
+    }
+
+    /// A worker's room change: the node's set membership changes on its first worker's join
+    /// and its last worker's leave.
+    fn room(&mut self, room: &str, joined: bool) {
+        let workers = self.rooms.entry(room.to_owned()).or_default();
+        let before = *workers;
+        *workers = if joined { before + 1 } else { before.saturating_sub(1) };
+        let after = *workers;
+        if after == 0 {
+            self.rooms.remove(room);
+        }
+        if (before == 0) != (after == 0) {
+            self.rooms_pending.insert(room.to_owned(), after > 0);
+        }
+    }
+
+    /// Room set changes to write now (emptied): (room, whether this node has members).
+    pub fn take_rooms(&mut self) -> Vec<(String, bool)> {
+        self.rooms_pending.drain().collect()
+    }
+
+    /// Puts back room changes that failed, unless newer ones arrived meanwhile.
+    pub fn restore_rooms(&mut self, rooms: Vec<(String, bool)>) {
+        for (room, present) in rooms {
+            self.rooms_pending.entry(room).or_insert(present);
+        }
+    }
+
+    /// Every room this node has members in (for a full re-assert).
+    pub fn rooms(&self) -> impl Iterator<Item = &str> {
+        self.rooms.keys().map(String::as_str)
     }
 
     /// Every record this node owns, as Puts (for a full re-assert).
@@ -129,7 +174,7 @@ impl Batcher {
     }
 
     pub fn pending_len(&self) -> usize {
-        self.pending.len()
+        self.pending.len() + self.rooms_pending.len()
     }
 
     pub fn records(&self) -> usize {
@@ -178,6 +223,24 @@ mod tests {
         b.push(del("phone", 2));
         assert_eq!(b.records(), 2);
         assert_eq!(b.take(), vec![del("phone", 2)]);
+    }
+
+    #[test]
+    fn room_sets_change_on_the_nodes_first_join_and_last_leave() {
+        let mut b = Batcher::new(100);
+        let room = |joined| RegistryOp::Room { room: "lobby".into(), joined };
+        b.push(room(true));
+        b.push(room(true)); // a second worker: no change for the node
+        assert_eq!(b.take_rooms(), vec![("lobby".to_owned(), true)]);
+        b.push(room(false));
+        assert!(b.take_rooms().is_empty(), "one worker still has members");
+        b.push(room(false));
+        assert_eq!(b.take_rooms(), vec![("lobby".to_owned(), false)]);
+        assert_eq!(b.rooms().count(), 0);
+        // Joined and left between flushes: the last state is what gets written.
+        b.push(room(true));
+        b.push(room(false));
+        assert_eq!(b.take_rooms(), vec![("lobby".to_owned(), false)]);
     }
 
     #[test]

@@ -7,6 +7,10 @@
 //! - `{prefix}:u:{user}`: HASH device -> [`Location::encode`]. Written with HSET on login;
 //!   removed on close only while it still holds that connection's record (a Lua
 //!   compare-and-delete), so a late close never erases a newer login.
+//! - `{prefix}:nodes`: ZSET `node|epoch` scored by the lease's expiry (unix ms), refreshed with
+//!   the lease: the live nodes, in one key (a cluster has no cheap "every key matching").
+//! - `{prefix}:r:{room}`: SET of `node|epoch` with members in the room; added on the node's
+//!   first member, removed on its last. A dead node's entries are dropped by readers.
 //!
 //! Redis being unavailable never blocks a worker: updates wait in the [`Batcher`] (bounded,
 //! overflow counted), and when Redis answers again the task re-asserts the lease and every
@@ -91,18 +95,35 @@ pub fn node_key(prefix: &str, node: &str) -> String {
     format!("{prefix}:n:{node}")
 }
 
+/// The live-node index: `node|epoch` scored by lease expiry (unix ms).
+pub fn nodes_key(prefix: &str) -> String {
+    format!("{prefix}:nodes")
+}
+
+/// The nodes with members in `room`.
+pub fn room_key(prefix: &str, room: &str) -> String {
+    format!("{prefix}:r:{room}")
+}
+
+/// A node's entry in the live-node index and in room sets.
+pub fn node_member(node: &str, epoch: u64) -> String {
+    format!("{node}|{epoch}")
+}
+
 /// The list a node pops kicks from: entries `epoch|conn_id`.
 pub fn kick_key(prefix: &str, node: &str) -> String {
     format!("{prefix}:kick:{node}")
 }
 
-enum Conn {
+/// A connection to a single Redis or to a Redis Cluster; both multiplex concurrent commands.
+#[derive(Clone)]
+pub(crate) enum Conn {
     Single(redis::aio::ConnectionManager),
     Cluster(redis::cluster_async::ClusterConnection),
 }
 
 impl Conn {
-    async fn connect(target: &RedisTarget) -> redis::RedisResult<Conn> {
+    pub(crate) async fn connect(target: &RedisTarget) -> redis::RedisResult<Conn> {
         if target.cluster.is_empty() {
             let client = redis::Client::open(target.url.as_str())?;
             let config = redis::aio::ConnectionManagerConfig::new()
@@ -121,7 +142,7 @@ impl Conn {
 
     /// Runs `cmds` (pipelined on a single node, one by one on a cluster, where they may span
     /// slots) and returns the replies of those marked wanted, in order.
-    async fn run(&mut self, cmds: &[(redis::Cmd, bool)]) -> redis::RedisResult<Vec<redis::Value>> {
+    pub(crate) async fn run(&mut self, cmds: &[(redis::Cmd, bool)]) -> redis::RedisResult<Vec<redis::Value>> {
         match self {
             Conn::Single(c) => {
                 let mut pipe = redis::pipe();
@@ -166,7 +187,16 @@ fn op_cmd(prefix: &str, op: &RegistryOp, policy: DevicePolicy) -> (redis::Cmd, b
         RegistryOp::Del { user, device, location } => {
             (eval(COMPARE_AND_DELETE, user_key(prefix, user), &[device.clone(), location.encode()]), false)
         }
+        // Room changes are written by `room_cmd` (the batcher keeps them apart).
+        RegistryOp::Room { .. } => (redis::cmd("PING"), false),
     }
+}
+
+/// Adds this node to a room's set, or removes it.
+fn room_cmd(prefix: &str, node: &NodeInfo, room: &str, present: bool) -> (redis::Cmd, bool) {
+    let mut cmd = redis::cmd(if present { "SADD" } else { "SREM" });
+    cmd.arg(room_key(prefix, room)).arg(node_member(&node.id, node.epoch));
+    (cmd, false)
 }
 
 /// After an outage: write the record unless the field holds another one, which is a newer
@@ -192,7 +222,13 @@ fn lease_cmds(prefix: &str, node: &NodeInfo, records: usize, ttl: Duration) -> V
         .arg(records);
     let mut expire = redis::cmd("PEXPIRE");
     expire.arg(&key).arg(ttl.as_millis() as u64);
-    vec![(hset, false), (expire, false)]
+    let now = super::unix_ms();
+    let mut live = redis::cmd("ZADD");
+    live.arg(nodes_key(prefix)).arg(now + ttl.as_millis() as u64).arg(node_member(&node.id, node.epoch));
+    // Entries of nodes dead for an hour go; younger dead ones are skipped by their score.
+    let mut prune = redis::cmd("ZREMRANGEBYSCORE");
+    prune.arg(nodes_key(prefix)).arg("-inf").arg(now.saturating_sub(3_600_000));
+    vec![(hset, false), (expire, false), (live, false), (prune, false)]
 }
 
 /// Kick-list pushes for every displaced record held by another node.
@@ -325,19 +361,24 @@ impl Task {
     async fn flush(&mut self, reassert: bool) -> redis::RedisResult<()> {
         let prefix = self.target.prefix.clone();
         let ops = self.batcher.take();
+        let rooms = self.batcher.take_rooms();
         let mut cmds = lease_cmds(&prefix, &self.node, self.batcher.records(), self.target.lease_ttl);
         if reassert {
             cmds.extend(self.batcher.mirror_ops().iter().map(|op| reassert_cmd(&prefix, op)));
+            cmds.extend(self.batcher.rooms().map(|room| room_cmd(&prefix, &self.node, room, true)));
         }
+        cmds.extend(rooms.iter().map(|(room, present)| room_cmd(&prefix, &self.node, room, *present)));
         cmds.extend(ops.iter().map(|op| op_cmd(&prefix, op, self.policy)));
         let Some(conn) = self.conn.as_mut() else {
             self.batcher.restore(ops);
+            self.batcher.restore_rooms(rooms);
             return Err(redis::RedisError::from((redis::ErrorKind::Io, "no connection")));
         };
         let replies = match conn.run(&cmds).await {
             Ok(replies) => replies,
             Err(e) => {
                 self.batcher.restore(ops);
+                self.batcher.restore_rooms(rooms);
                 return Err(e);
             }
         };
@@ -356,7 +397,10 @@ impl Task {
         let Some(conn) = self.conn.as_mut() else { return };
         let key = node_key(&self.target.prefix, &self.node.id);
         let cmd = eval(DEREGISTER, key, &[self.node.epoch.to_string()]);
-        let _ = tokio::time::timeout(Duration::from_secs(2), conn.run(&[(cmd, false)])).await;
+        let mut unlist = redis::cmd("ZREM");
+        unlist.arg(nodes_key(&self.target.prefix)).arg(node_member(&self.node.id, self.node.epoch));
+        let cmds = [(cmd, false), (unlist, false)];
+        let _ = tokio::time::timeout(Duration::from_secs(2), conn.run(&cmds)).await;
     }
 
     fn set_up(&self, up: bool) {

@@ -2,15 +2,16 @@
 //!
 //! A frame that names a connection of another worker is forwarded to that worker. A frame
 //! that addresses the whole node (a user, a room, everyone) is delivered here and fanned out
-//! to every other worker, since a backend sends it on one link per node. For such a push
-//! with a push id, the worker that read it collects every worker's delivered count and sends
-//! one PushResult with the node's total.
+//! to every other worker; unless it is `this_node_only`, it also goes to the relay, which
+//! carries it to the other nodes holding the user or room members (with `[redis]`). For such
+//! a push with a push id, the worker that read it collects every worker's delivered count
+//! (and the other nodes' total) and sends one PushResult.
 
 use ringgate_codec::ReasonCode;
 use ringgate_codec::link::{KickTarget, LinkFrame, PushResult};
 
 use super::state::{LinkKey, PushTally, Worker};
-use crate::inbox::{WorkerMsg, owner_of};
+use crate::inbox::{Forward, NodeOp, WorkerMsg, owner_of};
 
 /// How a backend frame reached this worker.
 #[derive(Debug, Clone, Copy)]
@@ -46,19 +47,31 @@ impl Worker {
                 let devices = (!push.device_ids.is_empty()).then_some(push.device_ids.as_slice());
                 let targets = self.conns_of(&push.user_id, devices);
                 let delivered = self.push_all(targets, &push.payload);
-                self.node_wide(via, push.push_id, delivered, || LinkFrame::PushToUser(push.clone()));
+                let others = (!push.this_node_only).then(|| NodeOp::PushUser {
+                    user: push.user_id.clone(),
+                    devices: push.device_ids.clone(),
+                    platforms: Vec::new(),
+                    payload: push.payload.clone(),
+                });
+                self.node_wide(via, push.push_id, delivered, others, || LinkFrame::PushToUser(push.clone()));
             }
             LinkFrame::PushToRoom(push) => {
                 let members: Vec<u64> =
                     self.rooms.get(push.room.as_str()).map(|m| m.iter().copied().collect()).unwrap_or_default();
                 let targets = members.into_iter().filter(|&id| Some(id) != push.exclude_conn_id).collect();
                 let delivered = self.push_all(targets, &push.payload);
-                self.node_wide(via, push.push_id, delivered, || LinkFrame::PushToRoom(push.clone()));
+                let others = (!push.this_node_only).then(|| NodeOp::PushRoom {
+                    room: push.room.clone(),
+                    exclude: push.exclude_conn_id,
+                    payload: push.payload.clone(),
+                });
+                self.node_wide(via, push.push_id, delivered, others, || LinkFrame::PushToRoom(push.clone()));
             }
             LinkFrame::Broadcast(push) => {
                 let everyone = self.conns.iter().filter(|(_, c)| c.identity.is_some()).map(|(id, _)| *id).collect();
                 let delivered = self.push_all(everyone, &push.payload);
-                self.node_wide(via, push.push_id, delivered, || LinkFrame::Broadcast(push.clone()));
+                let others = (!push.this_node_only).then(|| NodeOp::Broadcast { payload: push.payload.clone() });
+                self.node_wide(via, push.push_id, delivered, others, || LinkFrame::Broadcast(push.clone()));
             }
             LinkFrame::JoinRoom(m) if self.is_local(m.conn_id) => self.join_room(m.conn_id, &m.room),
             LinkFrame::LeaveRoom(m) if self.is_local(m.conn_id) => self.leave_room(m.conn_id, &m.room),
@@ -80,7 +93,7 @@ impl Worker {
                 for id in self.conns_of(user_id, devices) {
                     self.close(id, reason, &kick.message, true);
                 }
-                self.node_wide(via, 0, 0, || LinkFrame::Kick(kick.clone()));
+                self.node_wide(via, 0, 0, None, || LinkFrame::Kick(kick.clone()));
             }
         }
     }
@@ -90,9 +103,17 @@ impl Worker {
         ids.into_iter().map(|id| u32::from(self.push(id, payload))).sum()
     }
 
-    /// After local delivery of a node-wide frame: fan it out (when read from a link) and
-    /// account for the PushResult, or report this worker's count to the origin.
-    fn node_wide(&mut self, via: Via, push_id: u64, delivered: u32, frame: impl Fn() -> LinkFrame) {
+    /// After local delivery of a node-wide frame: fan it out (when read from a link), hand
+    /// `others` (the same push for the other nodes) to the relay, and account for the
+    /// PushResult, or report this worker's count to the origin.
+    fn node_wide(
+        &mut self,
+        via: Via,
+        push_id: u64,
+        delivered: u32,
+        others: Option<NodeOp>,
+        frame: impl Fn() -> LinkFrame,
+    ) {
         match via {
             Via::Fanout { reply: Some((origin, token)) } => {
                 let sent = self
@@ -113,6 +134,12 @@ impl Worker {
                     if i != self.index && peer.try_send(WorkerMsg::Fanout { frame: Box::new(frame()), reply }).is_ok() {
                         asked += 1;
                     }
+                }
+                // The other nodes' count joins the tally when the relay reports it.
+                if let (Some(op), Some(forward)) = (others, &self.forward)
+                    && forward.try_send(Forward { op, reply }).is_ok()
+                {
+                    asked += 1;
                 }
                 if let Some(token) = token {
                     let tally = PushTally { link, push_id, delivered, waiting: asked };

@@ -7,6 +7,7 @@ pub(crate) mod conn;
 mod downstream;
 mod drain;
 pub(crate) mod link;
+mod node_ops;
 mod policy;
 mod rooms;
 pub(crate) mod state;
@@ -56,6 +57,8 @@ pub(crate) struct WorkerSetup {
     pub backends: Backends,
     pub node_epoch: u64,
     pub registry: Option<crate::registry::redis::RegistryTx>,
+    /// Where link pushes for other nodes go (`None` on a single node).
+    pub forward: Option<flume::Sender<crate::inbox::Forward>>,
     pub stats: Arc<WorkerStats>,
     /// Connections on the whole node (every worker's), which `limits.max_connections` bounds.
     pub node_active: Arc<std::sync::atomic::AtomicUsize>,
@@ -100,6 +103,7 @@ pub(crate) fn run(setup: WorkerSetup, started: std::sync::mpsc::Sender<io::Resul
         w.node_active = setup.node_active.clone();
         w.node_epoch = setup.node_epoch;
         w.registry = setup.registry;
+        w.forward = setup.forward;
         w.tls_config = setup.certs.as_ref().map(|c| c.tls.clone());
         w.wss_config = setup.certs.as_ref().map(|c| c.wss.clone());
         let worker = Rc::new(RefCell::new(w));
@@ -370,6 +374,10 @@ async fn inbox_loop(
                 WorkerMsg::GoAway { quota, frame } => worker.borrow_mut().go_away(quota, &frame),
                 WorkerMsg::Reload(config) => worker.borrow_mut().reload(config),
                 WorkerMsg::CloseAll(reason) => worker.borrow_mut().close_all(reason),
+                WorkerMsg::Node { op, reply } => {
+                    let answer = worker.borrow_mut().on_node_op(&op);
+                    let _ = reply.try_send(answer);
+                }
                 WorkerMsg::Shutdown => return,
             }
             handled += 1;

@@ -69,6 +69,8 @@ pub(crate) struct Worker {
     pub node_epoch: u64,
     /// `None`: single node, the in-process index is the registry.
     pub registry: Option<crate::registry::redis::RegistryTx>,
+    /// The relay's queue for link pushes other nodes must deliver too (with `[redis]`).
+    pub forward: Option<flume::Sender<crate::inbox::Forward>>,
     next_tally: u64,
     read_buf: Box<[u8]>,
     next_conn: u64,
@@ -95,6 +97,7 @@ impl Worker {
             drain_queue: None,
             node_epoch: 0,
             registry: None,
+            forward: None,
             next_tally: 0,
             read_buf: vec![0; config.read_buffer].into_boxed_slice(),
             timers: TimerWheel::new(config.timer_tick, 4096, Instant::now()),

@@ -15,6 +15,8 @@ pub struct WorkerStats {
     /// Backend links currently up on this worker.
     pub links_up: AtomicU64,
     pub closed: [AtomicU64; REASON_BUCKETS],
+    /// Calls of the server API or of other nodes this worker carried out.
+    pub node_ops: AtomicU64,
 }
 
 impl Default for WorkerStats {
@@ -22,6 +24,7 @@ impl Default for WorkerStats {
         WorkerStats {
             active: AtomicU64::new(0),
             links_up: AtomicU64::new(0),
+            node_ops: AtomicU64::new(0),
             closed: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }

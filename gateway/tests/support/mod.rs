@@ -74,7 +74,12 @@ pub fn unix_now() -> u64 {
 }
 
 pub fn token_for(user: &str, device: &str) -> String {
-    let claims = Claims { sub: user.into(), dev: device.into(), plat: "android".into(), exp: unix_now() + 3600 };
+    token_on(user, device, "android")
+}
+
+/// A token for `user` on `device` of `platform` ("ios", "android", "web", ...).
+pub fn token_on(user: &str, device: &str, platform: &str) -> String {
+    let claims = Claims { sub: user.into(), dev: device.into(), plat: platform.into(), exp: unix_now() + 3600 };
     token::mint(KID, SECRET, &claims)
 }
 
@@ -111,6 +116,16 @@ impl TestClient {
         };
         client.flush();
         client
+    }
+
+    /// Connects and waits for AuthOk, on a device of `platform`.
+    pub fn login_on(addr: SocketAddr, user: &str, device: &str, platform: &str) -> (TestClient, AuthOk) {
+        let mut client =
+            TestClient::connect_with(addr, ClientConfig::new(token_on(user, device, platform), user, device));
+        match client.next_event(Duration::from_secs(5)) {
+            Some(ClientEvent::Authenticated(ok)) => (client, ok),
+            other => panic!("{user}: expected AuthOk, got {other:?}"),
+        }
     }
 
     pub fn connect(addr: SocketAddr, user: &str, device: &str) -> TestClient {
@@ -307,6 +322,18 @@ pub fn whoami(client: &mut TestClient) -> Option<String> {
             _ => {}
         }
     }
+}
+
+/// One HTTP/1.1 request (`Connection: close`) to the admin endpoint or the API: the status
+/// and the body.
+pub fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    let status = reply.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = reply.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
 }
 
 /// A real redis-server (persistence off) on a unix socket in `dir`; killed on drop.

@@ -26,7 +26,7 @@ impl GatewayChild {
         std::fs::write(&config, text)?;
         let mut cmd = Command::new(binary);
         cmd.args(["run", "--config"]).arg(&config);
-        let (child, addr, driver) = spawn_logged(cmd, "listening")?;
+        let (child, addr, driver) = spawn_logged(cmd, "listening;")?;
         Ok(GatewayChild { child, addr, driver: driver.unwrap_or_default(), config })
     }
 

@@ -19,6 +19,13 @@ struct Cli {
     command: Cmd,
 }
 
+/// Where `push` gets its pushes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Via {
+    Backend,
+    Api,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Open N authenticated connections at a rate, hold them with heartbeats; report the
@@ -60,6 +67,29 @@ enum Cmd {
         seconds: u64,
         #[arg(long, default_value_t = 64)]
         payload: usize,
+        /// Where the pushes come from: the reference backend (a Send per push), or a
+        /// service calling the server API (`--api`, or a deployment started with `--spawn`).
+        #[arg(long, value_enum, default_value = "backend")]
+        via: Via,
+        /// The server API's address (with --via api and no --spawn).
+        #[arg(long)]
+        api: Option<SocketAddr>,
+        #[arg(long, default_value = ringgate_bench::api_push::SPAWN_KEY)]
+        api_key: String,
+        /// Keep-alive API connections, one request in flight on each.
+        #[arg(long, default_value_t = 64)]
+        api_conns: usize,
+        /// Pushes per API request (more than 1 uses POST /v1/push/batch).
+        #[arg(long, default_value_t = 1)]
+        api_batch: usize,
+        /// Start redis-server and nodes a (API) and c, and put the receivers on a (same) or
+        /// c (cross); --addr is then ignored.
+        #[arg(long, value_enum)]
+        spawn: Option<ringgate_bench::api_push::Spawn>,
+        #[arg(long, default_value_t = 1)]
+        spawn_workers: usize,
+        #[arg(long, default_value = "target/release/ringgate")]
+        gateway: PathBuf,
     },
     /// Drop every connection at once (or kill / drain the first node) and measure the time
     /// until 99% are back, re-authenticated, with the GoAway's backoff and jitter.
@@ -258,8 +288,50 @@ fn main() -> ExitCode {
             Cmd::Echo { load, in_flight, payload, seconds } => {
                 report(&scenarios::echo(&load, in_flight, payload, seconds), load.json)
             }
-            Cmd::Push { load, mode, room_size, push_rate, seconds, payload } => {
-                report(&scenarios::push(&load, mode, room_size, push_rate, seconds, payload), load.json)
+            Cmd::Push {
+                mut load,
+                mode,
+                room_size,
+                push_rate,
+                seconds,
+                payload,
+                via,
+                api,
+                api_key,
+                api_conns,
+                api_batch,
+                spawn,
+                spawn_workers,
+                gateway,
+            } => {
+                use ringgate_bench::api_push::{ApiTarget, Deployment, Spawn};
+                let deployment = match spawn {
+                    Some(_) => Some(Deployment::start(&gateway, spawn_workers)?),
+                    None => None,
+                };
+                if let (Some(d), Some(spawn)) = (&deployment, spawn) {
+                    load.addrs = vec![if spawn == Spawn::Same { d.a.addr } else { d.c.addr }];
+                }
+                let api = match via {
+                    Via::Backend => None,
+                    Via::Api => {
+                        let addr =
+                            deployment.as_ref().map(|d| d.api).or(api).ok_or("--via api needs --api or --spawn")?;
+                        Some(ApiTarget { addr, key: api_key, conns: api_conns, batch: api_batch })
+                    }
+                };
+                let before = deployment.as_ref().map(Deployment::cpu_ms);
+                let mut out = scenarios::push(&load, mode, room_size, push_rate, seconds, payload, api.as_ref());
+                if let (Some(d), Some(before), Some(spawn)) = (&deployment, before, spawn) {
+                    let after = d.cpu_ms();
+                    let deliveries = out["deliveries"].as_u64().unwrap_or(0).max(1) as f64;
+                    let per = |i: usize| (after[i] - before[i]) as f64 * 1000.0 / deliveries;
+                    out["spawn"] = format!("{spawn:?}").to_lowercase().into();
+                    out["cpu_us_per_push"] = serde_json::json!({
+                        "redis": per(0), "node_a_api": per(1), "node_c": per(2),
+                    });
+                }
+                report(&out, load.json)
             }
             Cmd::Storm { mut load, mode, reconnect_after_ms, jitter_ms, window, spawn_nodes, gateway } => {
                 let nodes = match spawn_nodes {

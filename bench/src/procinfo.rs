@@ -17,6 +17,19 @@ pub fn open_fds(pid: u32) -> io::Result<usize> {
     Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())
 }
 
+/// CPU time `pid` has used (user + system), in milliseconds.
+pub fn cpu_ms(pid: u32) -> io::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces): state is the first, utime the 12th.
+    let rest = stat.rsplit_once(") ").map(|(_, r)| r).ok_or_else(|| io::Error::other("bad stat"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks =
+        |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).ok_or_else(|| io::Error::other("bad stat"));
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Ok((ticks(11)? + ticks(12)?) * 1000 / hz)
+}
+
 fn status_field(path: &str, key: &str) -> io::Result<u64> {
     let text = std::fs::read_to_string(path)?;
     text.lines()
@@ -35,5 +48,11 @@ mod tests {
         assert!(rss_kib(std::process::id()).unwrap() > 0);
         assert!(open_fds(std::process::id()).unwrap() >= 3);
         assert!(slab_kib().unwrap() > 0);
+        let before = cpu_ms(std::process::id()).unwrap();
+        let spin = std::time::Instant::now();
+        while spin.elapsed() < std::time::Duration::from_millis(50) {
+            std::hint::black_box(0u64);
+        }
+        assert!(cpu_ms(std::process::id()).unwrap() >= before + 20, "50 ms of spinning shows as CPU time");
     }
 }

@@ -21,7 +21,8 @@ use crate::transport::{Connector, TransportKind};
 #[derive(Debug, Clone, clap::Args)]
 pub struct LoadArgs {
     /// Gateway address; repeat for several nodes (connection i goes to address i mod n).
-    #[arg(long = "addr", required = true)]
+    /// (Not needed when the command starts its own nodes.)
+    #[arg(long = "addr", required_unless_present = "spawn")]
     pub addrs: Vec<SocketAddr>,
     #[arg(long, value_enum, default_value = "tcp")]
     pub transport: TransportKind,
@@ -203,7 +204,17 @@ pub enum PushMode {
 /// `push`: N receivers (in rooms of M for room mode); a driver sends pushes through the
 /// reference backend at `rate` per second for `seconds`; reports delivery rate and latency
 /// from the push request to client receipt.
-pub fn push(args: &LoadArgs, mode: PushMode, room_size: usize, push_rate: u64, seconds: u64, payload: usize) -> Value {
+///
+/// With `api`, the pushes go through that node's server API instead (`--via api`).
+pub fn push(
+    args: &LoadArgs,
+    mode: PushMode,
+    room_size: usize,
+    push_rate: u64,
+    seconds: u64,
+    payload: usize,
+    api: Option<&crate::api_push::ApiTarget>,
+) -> Value {
     let room_size = if mode == PushMode::Room { room_size.max(1) } else { 0 };
     let n = args.connections;
     let until = unix_ms() + (args.ramp_allowance() + Duration::from_secs(seconds + 16)).as_millis() as u64;
@@ -216,7 +227,18 @@ pub fn push(args: &LoadArgs, mode: PushMode, room_size: usize, push_rate: u64, s
     }
     // Joins are Sends too; let them land before the first room push.
     std::thread::sleep(Duration::from_millis(500));
-    let driver = drive_pushes(args, mode, n, room_size, push_rate, seconds, payload);
+    let mut api_seen = None;
+    let driver = match api {
+        None => drive_pushes(args, mode, n, room_size, push_rate, seconds, payload),
+        Some(api) => {
+            // The registry is written after the logins; the last user's record comes last.
+            crate::api_push::wait_online(api, &format!("u{}", n.saturating_sub(1)), Duration::from_secs(20));
+            let rooms = if room_size > 0 { n.div_ceil(room_size) } else { 0 };
+            let seen = crate::api_push::drive(api, mode, n, rooms, push_rate, seconds, payload);
+            api_seen = Some(seen);
+            DriverResult { sent: seen.sent, acked: seen.answered, errors: seen.errors }
+        }
+    };
     let per_push = match mode {
         PushMode::User => 1,
         PushMode::Room => room_size.min(n) as u64,
@@ -248,6 +270,13 @@ pub fn push(args: &LoadArgs, mode: PushMode, room_size: usize, push_rate: u64, s
         "deliveries_per_s": stats.pushes as f64 / seconds.max(1) as f64,
         "latency_us": percentiles_json(&Percentiles::of(&stats.push_us)),
     });
+    if let Some(seen) = api_seen {
+        out["via"] = "api".into();
+        out["api_connections"] = api.map_or(0, |a| a.conns).into();
+        out["api_batch"] = api.map_or(0, |a| a.batch).into();
+        out["api_delivered_reported"] = seen.delivered.into();
+        out["api_offline"] = seen.offline.into();
+    }
     merge(&mut out, common_json(&stats));
     out
 }

@@ -199,6 +199,20 @@ fn three_nodes(driver: IoDriver, redis: Store) {
     assert_eq!((status, answer["delivered"].as_u64()), (200, Some(1)), "{answer}");
     assert_eq!(next_push(&mut frank, T).as_deref(), Some(&b"conn"[..]));
 
+    // A batch: one request, answered in order, each push to wherever its user is.
+    let pushes = json!({"pushes": [
+        {"user": "frank", "payload": b64(b"batch 1")},
+        {"user": "nobody", "payload": b64(b"batch 2")},
+        {"user": "bob", "platforms": ["android"], "payload": b64(b"batch 3")},
+    ]});
+    let (status, answer) = post(api, "/v1/push/batch", pushes);
+    assert_eq!(status, 200, "{answer}");
+    let results = answer["results"].as_array().unwrap();
+    let delivered: Vec<_> = results.iter().map(|r| (r["delivered"].as_u64(), r["offline"].as_bool())).collect();
+    assert_eq!(delivered, vec![(Some(1), Some(false)), (Some(0), Some(true)), (Some(1), Some(false))], "{answer}");
+    assert_eq!(next_push(&mut frank, T).as_deref(), Some(&b"batch 1"[..]));
+    assert_eq!(next_push(&mut bob_android, T).as_deref(), Some(&b"batch 3"[..]));
+
     // Kick by API on A reaches the session on C.
     let (status, answer) = post(api, "/v1/kick", json!({"user": "alice", "reason": "kicked", "message": "bye"}));
     assert_eq!((status, answer["delivered"].as_u64()), (200, Some(1)), "{answer}");
@@ -242,6 +256,9 @@ fn bad_requests(driver: IoDriver) {
     assert_eq!((status, &answer["offline"]), (200, &json!(true)), "{answer}");
     let (status, answer) = post(api, "/v1/push", json!({"user": "nobody", "payload": b64(b"x")}));
     assert_eq!((status, &answer["offline"], &answer["delivered"]), (200, &json!(true), &json!(0)));
+    let (status, answer) =
+        post(api, "/v1/push/batch", json!({"pushes": [{"user": "a", "payload": ""}, {"user": "a"}]}));
+    assert_eq!((status, answer["error"].as_str()), (400, Some("pushes[1]: missing field: payload")));
     assert_eq!(get(api, "/v1/nothing").0, 404);
     assert_eq!(call(api, "GET", "/v1/push", Some(KEY), None).0, 405);
     // On one node, delivery and presence are the node's own.

@@ -51,6 +51,19 @@ pub struct RoomTarget {
     #[prost(uint64, tag = "2")]
     pub exclude_conn: u64,
 }
+/// POST /v1/push/batch: up to 1000 pushes, answered in order.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct PushBatch {
+    #[prost(message, repeated, tag = "1")]
+    pub pushes: ::prost::alloc::vec::Vec<PushRequest>,
+}
+/// For a push that needed Redis while it was down: `delivered` is what this node delivered
+/// itself and `unanswered` holds the error.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct PushBatchReply {
+    #[prost(message, repeated, tag = "1")]
+    pub results: ::prost::alloc::vec::Vec<Outcome>,
+}
 /// The answer to every call that reaches nodes.
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Outcome {

@@ -63,6 +63,8 @@ impl Limits {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
     Push,
+    /// Several pushes in one request.
+    PushBatch,
     Kick,
     Join(String),
     Leave(String),
@@ -74,6 +76,7 @@ impl Route {
     pub fn endpoint(&self) -> &'static str {
         match self {
             Route::Push => "push",
+            Route::PushBatch => "push_batch",
             Route::Kick => "kick",
             Route::Join(_) => "join",
             Route::Leave(_) => "leave",
@@ -93,6 +96,7 @@ pub fn route(method: &hyper::Method, path: &str) -> Result<Route, Problem> {
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     let (route, wants) = match segments.as_slice() {
         ["v1", "push"] => (Route::Push, hyper::Method::POST),
+        ["v1", "push", "batch"] => (Route::PushBatch, hyper::Method::POST),
         ["v1", "kick"] => (Route::Kick, hyper::Method::POST),
         ["v1", "rooms", room, "join"] if !room.is_empty() => (Route::Join((*room).into()), hyper::Method::POST),
         ["v1", "rooms", room, "leave"] if !room.is_empty() => (Route::Leave((*room).into()), hyper::Method::POST),
@@ -109,14 +113,57 @@ pub fn route(method: &hyper::Method, path: &str) -> Result<Route, Problem> {
 /// One API call, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Call {
-    PushUser { user: String, devices: Vec<String>, platforms: Vec<String>, payload: Bytes, timeout_ms: Option<u64> },
-    PushConn { node: Option<String>, conn: u64, payload: Bytes, timeout_ms: Option<u64> },
-    PushRoom { room: String, exclude: Option<u64>, payload: Bytes, timeout_ms: Option<u64> },
-    Broadcast { payload: Bytes, timeout_ms: Option<u64> },
-    Kick { user: String, device: Option<String>, reason: ReasonCode, message: String },
-    Membership { user: String, room: String, join: bool },
-    Presence { user: String },
-    Room { room: String },
+    PushUser {
+        user: String,
+        devices: Vec<String>,
+        platforms: Vec<String>,
+        payload: Bytes,
+        timeout_ms: Option<u64>,
+    },
+    PushConn {
+        node: Option<String>,
+        conn: u64,
+        payload: Bytes,
+        timeout_ms: Option<u64>,
+    },
+    PushRoom {
+        room: String,
+        exclude: Option<u64>,
+        payload: Bytes,
+        timeout_ms: Option<u64>,
+    },
+    Broadcast {
+        payload: Bytes,
+        timeout_ms: Option<u64>,
+    },
+    Kick {
+        user: String,
+        device: Option<String>,
+        reason: ReasonCode,
+        message: String,
+    },
+    Membership {
+        user: String,
+        room: String,
+        join: bool,
+    },
+    Presence {
+        user: String,
+    },
+    Room {
+        room: String,
+    },
+    /// Pushes carried out at once; answered in the same order.
+    Batch(Vec<Call>),
+}
+
+/// Most pushes in one batch.
+pub const MAX_BATCH: usize = 1000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchJson {
+    pushes: Option<Vec<PushJson>>,
 }
 
 /// `POST /v1/push` as JSON: exactly one of `user`, `conn`, `room`, `broadcast`.
@@ -162,6 +209,14 @@ pub fn parse(route: Route, format: Format, body: &[u8], limits: &Limits) -> Resu
         (Route::Room(room), _) => Ok(Call::Room { room: id("room", room)? }),
         (Route::Push, Format::Json) => push_json(json(body)?, limits),
         (Route::Push, Format::Protobuf) => push_proto(proto(body)?, limits),
+        (Route::PushBatch, Format::Json) => {
+            let pushes = required("pushes", json::<BatchJson>(body)?.pushes)?;
+            batch(pushes.into_iter().map(|p| push_json(p, limits)).collect())
+        }
+        (Route::PushBatch, Format::Protobuf) => {
+            let pushes = proto::<pb::PushBatch>(body)?.pushes;
+            batch(pushes.into_iter().map(|p| push_proto(p, limits)).collect())
+        }
         (Route::Kick, Format::Json) => {
             let k: KickJson = json(body)?;
             let reason = match k.reason {
@@ -201,6 +256,23 @@ pub fn parse(route: Route, format: Format, body: &[u8], limits: &Limits) -> Resu
             Ok(Call::Membership { user: id("user", user)?, room: id("room", room)?, join })
         }
     }
+}
+
+/// A batch of parsed pushes; the first bad one fails the whole batch, named by its index.
+fn batch(calls: Vec<Result<Call, Problem>>) -> Result<Call, Problem> {
+    if calls.is_empty() || calls.len() > MAX_BATCH {
+        return Err(bad(&format!("pushes: give 1 to {MAX_BATCH} pushes, not {}", calls.len())));
+    }
+    let mut out = Vec::with_capacity(calls.len());
+    for (i, call) in calls.into_iter().enumerate() {
+        match call {
+            Ok(call) => out.push(call),
+            Err(Problem::Bad(m)) => return Err(bad(&format!("pushes[{i}]: {m}"))),
+            Err(Problem::TooLarge(m)) => return Err(Problem::TooLarge(format!("pushes[{i}]: {m}"))),
+            Err(other) => return Err(other),
+        }
+    }
+    Ok(Call::Batch(out))
 }
 
 fn push_json(p: PushJson, limits: &Limits) -> Result<Call, Problem> {
@@ -344,6 +416,66 @@ pub fn outcome(format: Format, outcome: &Outcome) -> Response {
             offline: outcome.offline,
             nodes: nodes_pb(outcome),
             unanswered: outcome.unanswered.clone(),
+        }),
+    }
+}
+
+#[derive(Serialize)]
+struct BatchItemJson<'a> {
+    #[serde(flatten)]
+    outcome: Option<OutcomeJson<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delivered_here: Option<u32>,
+}
+
+#[derive(Serialize)]
+struct BatchJsonOut<'a> {
+    results: Vec<BatchItemJson<'a>>,
+}
+
+/// A batch's outcomes, in the order of its pushes, as a 200 answer (a push that needed
+/// Redis while it was down carries `error` and `delivered_here` instead).
+pub fn batch_outcomes(format: Format, results: &[Result<Outcome, Unavailable>]) -> Response {
+    match format {
+        Format::Json => json_ok(&BatchJsonOut {
+            results: results
+                .iter()
+                .map(|r| match r {
+                    Ok(o) => BatchItemJson {
+                        outcome: Some(OutcomeJson {
+                            delivered: o.delivered,
+                            offline: o.offline,
+                            nodes: nodes_json(o),
+                            unanswered: &o.unanswered,
+                        }),
+                        error: None,
+                        delivered_here: None,
+                    },
+                    Err(u) => {
+                        BatchItemJson { outcome: None, error: Some(&u.error), delivered_here: Some(u.here.delivered) }
+                    }
+                })
+                .collect(),
+        }),
+        Format::Protobuf => proto_ok(&pb::PushBatchReply {
+            results: results
+                .iter()
+                .map(|r| match r {
+                    Ok(o) => pb::Outcome {
+                        delivered: o.delivered,
+                        offline: o.offline,
+                        nodes: nodes_pb(o),
+                        unanswered: o.unanswered.clone(),
+                    },
+                    Err(u) => pb::Outcome {
+                        delivered: u.here.delivered,
+                        unanswered: vec![u.error.clone()],
+                        ..Default::default()
+                    },
+                })
+                .collect(),
         }),
     }
 }
@@ -501,6 +633,14 @@ mod tests {
         assert!(matches!(push(r#"{"room":"r","payload":""}"#), Ok(Call::PushRoom { .. })));
         assert!(matches!(push(r#"{"broadcast":true,"payload":"aGk="}"#), Ok(Call::Broadcast { .. })));
         assert!(matches!(push(r#"{"node":"b","conn":7,"payload":"aGk="}"#), Ok(Call::PushConn { .. })));
+        let batch = |b: &str| parse(Route::PushBatch, Format::Json, b.as_bytes(), &limits());
+        let two = batch(r#"{"pushes":[{"user":"a","payload":""},{"room":"r","payload":""}]}"#).unwrap();
+        assert!(matches!(two, Call::Batch(ref calls) if calls.len() == 2), "{two:?}");
+        assert!(
+            message(batch(r#"{"pushes":[{"user":"a","payload":""},{"user":"a"}]}"#))
+                .contains("pushes[1]: missing field: payload")
+        );
+        assert!(message(batch(r#"{"pushes":[]}"#)).contains("give 1 to 1000"));
     }
 
     #[test]

@@ -33,7 +33,8 @@ pub struct Api {
 }
 
 /// Endpoints, as the metrics label them.
-const ENDPOINTS: [&str; 8] = ["push", "kick", "join", "leave", "presence", "room", "unknown", "unauthorized"];
+const ENDPOINTS: [&str; 9] =
+    ["push", "push_batch", "kick", "join", "leave", "presence", "room", "unknown", "unauthorized"];
 const STATUSES: [u16; 7] = [200, 400, 401, 404, 405, 413, 503];
 
 #[derive(Debug)]
@@ -120,6 +121,29 @@ impl Api {
     }
 
     async fn call(&self, call: Call, format: Format) -> Response {
+        if let Call::Batch(calls) = call {
+            // All at once: a batch costs one request, its pushes one Redis round trip each
+            // (pipelined on one connection) and one stream entry per node.
+            let mut running = tokio::task::JoinSet::new();
+            for (i, call) in calls.into_iter().enumerate() {
+                let relay = self.relay.clone();
+                running.spawn(async move { (i, push(&relay, call).await) });
+            }
+            let mut results: Vec<Option<Result<Outcome, Unavailable>>> = Vec::new();
+            while let Some(Ok((i, result))) = running.join_next().await {
+                if results.len() <= i {
+                    results.resize_with(i + 1, || None);
+                }
+                results[i] = Some(result);
+            }
+            let results: Vec<_> = results
+                .into_iter()
+                .map(|r| {
+                    r.unwrap_or_else(|| Err(Unavailable { error: "internal error".into(), here: Outcome::default() }))
+                })
+                .collect();
+            return body::batch_outcomes(format, &results);
+        }
         let relay = &self.relay;
         let timeout = |ms: Option<u64>| ms.map_or(relay.timeout(), Duration::from_millis).min(Duration::from_secs(60));
         let done = |result: Result<Outcome, Unavailable>| match result {
@@ -127,16 +151,9 @@ impl Api {
             Err(unavailable) => problem(format, &Problem::Unavailable(unavailable)),
         };
         match call {
-            Call::PushUser { user, devices, platforms, payload, timeout_ms } => {
-                done(relay.push_user(&user, &devices, &platforms, payload, timeout(timeout_ms)).await)
+            call @ (Call::PushUser { .. } | Call::PushConn { .. } | Call::PushRoom { .. } | Call::Broadcast { .. }) => {
+                done(push(relay, call).await)
             }
-            Call::PushConn { node, conn, payload, timeout_ms } => {
-                done(relay.push_conn(node.as_deref(), conn, payload, timeout(timeout_ms)).await)
-            }
-            Call::PushRoom { room, exclude, payload, timeout_ms } => {
-                done(relay.push_room(&room, exclude, payload, timeout(timeout_ms)).await)
-            }
-            Call::Broadcast { payload, timeout_ms } => done(relay.broadcast(payload, timeout(timeout_ms)).await),
             Call::Kick { user, device, reason, message } => {
                 done(relay.kick(&user, device.as_deref(), reason, &message, timeout(None)).await)
             }
@@ -149,7 +166,26 @@ impl Api {
                 Ok(outcome) => body::room(format, &room, &outcome),
                 Err(unavailable) => problem(format, &Problem::Unavailable(unavailable)),
             },
+            Call::Batch(_) => unreachable!("handled above"),
         }
+    }
+}
+
+/// One push of a batch.
+async fn push(relay: &Relay, call: Call) -> Result<Outcome, Unavailable> {
+    let timeout = |ms: Option<u64>| ms.map_or(relay.timeout(), Duration::from_millis).min(Duration::from_secs(60));
+    match call {
+        Call::PushUser { user, devices, platforms, payload, timeout_ms } => {
+            relay.push_user(&user, &devices, &platforms, payload, timeout(timeout_ms)).await
+        }
+        Call::PushConn { node, conn, payload, timeout_ms } => {
+            relay.push_conn(node.as_deref(), conn, payload, timeout(timeout_ms)).await
+        }
+        Call::PushRoom { room, exclude, payload, timeout_ms } => {
+            relay.push_room(&room, exclude, payload, timeout(timeout_ms)).await
+        }
+        Call::Broadcast { payload, timeout_ms } => relay.broadcast(payload, timeout(timeout_ms)).await,
+        _ => Err(Unavailable { error: "not a push".into(), here: Outcome::default() }),
     }
 }
 

@@ -205,6 +205,43 @@ fn push_delivers_to_users_rooms_and_everyone() {
 }
 
 #[test]
+fn push_via_the_api_across_nodes_and_batched() {
+    let gateway = ringgate_bin();
+    for (spawn, batch) in [("cross", "1"), ("same", "10")] {
+        let v = bench(
+            &[
+                "push",
+                "--via",
+                "api",
+                "--spawn",
+                spawn,
+                "--api-batch",
+                batch,
+                "--api-conns",
+                "4",
+                "--gateway",
+                gateway.to_str().unwrap(),
+                "--connections",
+                "20",
+                "--push-rate",
+                "200",
+                "--seconds",
+                "1",
+                "--json",
+                "--quiet",
+            ],
+            Duration::from_secs(40),
+        );
+        let acked = v["pushes_acked"].as_u64().unwrap();
+        assert!(acked > 50, "{spawn}: {v}");
+        assert_eq!(v["api_offline"], 0, "{spawn}: every receiver was online: {v}");
+        assert_eq!(v["deliveries"], v["deliveries_expected"], "{spawn}: every push delivered: {v}");
+        assert!(v["cpu_us_per_push"]["redis"].as_f64().unwrap() > 0.0, "{spawn}: {v}");
+        no_errors(&v);
+    }
+}
+
+#[test]
 fn storm_of_dropped_connections_comes_back() {
     let node = node();
     let v = bench(

@@ -63,7 +63,8 @@ fn node_config(i: usize, redis: &str, backends: &[std::net::SocketAddr], args: &
     format!(
         "[node]\nid = \"cluster-{i}\"\n[listen]\ntcp = \"127.0.0.1:0\"\n[io]\nworkers = {workers}\n\
          [session]\nheartbeat_interval = \"{hb}s\"\n[auth]\nmode = \"token\"\n[auth.keys]\n{KID} = \"{SECRET}\"\n\
-         [backend]\naddresses = [{backends}]\n[redis]\nurl = \"{redis}\"\n",
+         [backend]\naddresses = [{backends}]\n[redis]\nurl = \"{redis}\"\n[limits]\n{limits}",
+        limits = crate::gateway::NO_ADDRESS_LIMITS,
         workers = args.workers,
         hb = args.heartbeat,
         backends = list.join(", "),

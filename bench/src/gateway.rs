@@ -41,7 +41,15 @@ impl GatewayChild {
     }
 }
 
-/// A benchmark node's config: `driver` and `workers`, auth off, 256 Sends in flight, TCP on an
+/// `[limits]` lines that lift admission control's per-address limits: a load generator opens
+/// tens of thousands of connections per second from a few dozen 127.1.x.y sources, which is
+/// exactly what those limits exist to refuse (the `abuse` figures measure them).
+pub const NO_ADDRESS_LIMITS: &str = "max_connections_per_address = 1000000\nmax_unauthenticated_per_address = 1000000\n\
+    new_connections_per_address = 1000000\nnew_connections_burst = 1000000\nflapping_failures = 0\n\
+    max_unauthenticated = 1000000\nmax_tls_handshakes = 1000000\n";
+
+/// A benchmark node's config: `driver` and `workers`, auth off, 256 Sends in flight, no
+/// per-address limits ([`NO_ADDRESS_LIMITS`]), TCP on an
 /// ephemeral loopback port plus `more_listen` lines of `[listen]`; Sends go to `backends` over
 /// TCP links (window 16,384), or to the embedded backend when there are none; `more` is
 /// appended (further sections).
@@ -54,7 +62,7 @@ pub fn bench_config(driver: &str, workers: usize, backends: &[SocketAddr], more_
     };
     format!(
         "[listen]\ntcp = \"127.0.0.1:0\"\n{more_listen}[io]\ndriver = \"{driver}\"\nworkers = {workers}\n\
-         [limits]\nmax_in_flight = 256\n[auth]\nmode = \"none\"\n{backend}{more}"
+         [limits]\nmax_in_flight = 256\n{NO_ADDRESS_LIMITS}[auth]\nmode = \"none\"\n{backend}{more}"
     )
 }
 

@@ -268,7 +268,9 @@ fn spawn_storm_nodes(binary: &std::path::Path, n: usize) -> std::io::Result<Vec<
         .map(|i| {
             let text = format!(
                 "[node]\nid = \"storm-{i}\"\n[listen]\ntcp = \"127.0.0.1:0\"\n[io]\nworkers = 1\n[auth]\nmode = \"none\"\n\
-                 [drain]\ndelay = \"0s\"\nrate = 100000\nreconnect_after = \"100ms\"\nreconnect_jitter = \"2s\"\ndeadline = \"30s\"\n"
+                 [limits]\n{limits}\
+                 [drain]\ndelay = \"0s\"\nrate = 100000\nreconnect_after = \"100ms\"\nreconnect_jitter = \"2s\"\ndeadline = \"30s\"\n",
+                limits = ringgate_bench::gateway::NO_ADDRESS_LIMITS
             );
             GatewayChild::start(binary, &format!("storm-{i}"), &text)
         })
@@ -279,6 +281,18 @@ fn main() -> ExitCode {
     let command = Cli::parse().command;
     if !matches!(command, Cmd::Agent) {
         control::install_stop_handler();
+    }
+    // --addr is needed unless the command starts its own nodes.
+    let spawns = matches!(&command, Cmd::Push { spawn: Some(_), .. } | Cmd::Storm { spawn_nodes: Some(_), .. });
+    let load = match &command {
+        Cmd::Idle { load, .. } | Cmd::Echo { load, .. } | Cmd::Push { load, .. } | Cmd::Storm { load, .. } => {
+            Some(load)
+        }
+        _ => None,
+    };
+    if load.is_some_and(|l| l.addrs.is_empty()) && !spawns {
+        eprintln!("ringgate-bench: --addr is required (or a --spawn option that starts the nodes)");
+        return ExitCode::FAILURE;
     }
     let result: Result<(), Box<dyn std::error::Error>> = (|| {
         match command {

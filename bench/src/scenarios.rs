@@ -22,7 +22,7 @@ use crate::transport::{Connector, TransportKind};
 pub struct LoadArgs {
     /// Gateway address; repeat for several nodes (connection i goes to address i mod n).
     /// (Not needed when the command starts its own nodes.)
-    #[arg(long = "addr", required_unless_present = "spawn")]
+    #[arg(long = "addr")]
     pub addrs: Vec<SocketAddr>,
     #[arg(long, value_enum, default_value = "tcp")]
     pub transport: TransportKind,

@@ -68,6 +68,8 @@ reason_table! {
     IDLE_TIMEOUT = 30, "idle_timeout", Backoff;
     SLOW_CONSUMER = 31, "slow_consumer", Backoff;
     TOO_MANY_IN_FLIGHT = 32, "too_many_in_flight", Backoff;
+    TOO_MANY_CONNECTIONS = 33, "too_many_connections", Backoff;
+    RATE_LIMITED = 34, "rate_limited", Backoff;
     KICKED = 40, "kicked", No;
     REPLACED = 41, "replaced", No;
     SERVER_DRAINING = 42, "server_draining", Reconnect;

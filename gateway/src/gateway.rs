@@ -43,6 +43,7 @@ pub struct Gateway {
     api_addr: Option<SocketAddr>,
     admin_addr: Option<SocketAddr>,
     config: Mutex<Arc<Config>>,
+    admission: Arc<crate::admission::Admission>,
     draining: Arc<std::sync::atomic::AtomicBool>,
     drain: crate::config::DrainConfig,
 }
@@ -141,6 +142,21 @@ impl Gateway {
         let mut stats = Vec::new();
         let mut driver = "unknown";
         let node_active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let admission = Arc::new(crate::admission::Admission::new(config.admission.clone()));
+        // The open-file limit caps connections too: refuse (server_overloaded) before
+        // accept(2) starts failing.
+        let files = crate::admission::file_capacity(crate::admission::open_files());
+        let capacity = files.map_or(config.max_connections, |f| f.min(config.max_connections));
+        if let Some(files) = files
+            && files < config.max_connections
+        {
+            tracing::warn!(
+                max_connections = config.max_connections,
+                file_limit_allows = files,
+                "limits.max_connections is above what the open-file limit (ulimit -n) allows; this node refuses \
+                 connections beyond it with server_overloaded. Raise LimitNOFILE (see `ringgate doctor`)"
+            );
+        }
         for (index, (listener, inbox)) in listeners.into_iter().zip(receivers).enumerate() {
             let worker_stats = Arc::new(WorkerStats::default());
             stats.push(worker_stats.clone());
@@ -161,6 +177,8 @@ impl Gateway {
                 forward: forward_tx.clone(),
                 stats: worker_stats,
                 node_active: node_active.clone(),
+                admission: admission.clone(),
+                capacity,
             };
             let (started_tx, started_rx) = std::sync::mpsc::channel();
             let handle = std::thread::Builder::new()
@@ -198,6 +216,8 @@ impl Gateway {
                     registry: registry.as_ref().map(|r| r.state.clone()),
                     dns: discovery.as_ref().map(|d| d.state.clone()),
                     draining: draining.clone(),
+                    connections: node_active.clone(),
+                    capacity: (capacity < config.max_connections).then_some(capacity),
                 };
                 Some((crate::control::plane::bind(addr)?, view))
             }
@@ -236,6 +256,7 @@ impl Gateway {
             discovery: Mutex::new(discovery),
             registry,
             plane: Some(plane),
+            admission,
             admin_addr,
             api_addr,
             draining,
@@ -362,6 +383,7 @@ impl Gateway {
         {
             self.apply_discovery(&new_b.discovery);
         }
+        self.admission.set_limits(new.admission.clone());
         for inbox in &self.inboxes {
             let _ = inbox.send(WorkerMsg::Reload(new.clone()));
         }

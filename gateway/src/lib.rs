@@ -1,6 +1,7 @@
 //! ringgate: the gateway. The only crate of the workspace that touches sockets, the runtime,
 //! TLS, QUIC and Redis; protocol logic lives in `ringgate-codec`, routing in `ringgate-router`.
 
+pub mod admission;
 pub mod api;
 pub mod auth;
 pub mod backend;

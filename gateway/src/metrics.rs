@@ -113,6 +113,54 @@ pub struct WorkerMetrics {
     frames_out: [Counter; FrameOut::ALL.len()],
     pub registry_dropped: Counter,
     pub accept_errors: Counter,
+    /// Connections refused at accept, by [`Refused`].
+    refused: [Counter; Refused::ALL.len()],
+}
+
+/// Why a connection was refused at accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// `limits.max_connections` (per node) reached.
+    NodeFull,
+    /// The node is near its open-file limit.
+    Files,
+    /// The worker holds `limits.max_unauthenticated` connections not logged in.
+    Unauthenticated,
+    /// The worker holds `limits.max_tls_handshakes` TLS connections not logged in.
+    TlsHandshakes,
+    /// A per-address limit.
+    Address(crate::admission::Refusal),
+}
+
+impl Refused {
+    const ALL: [Refused; 8] = [
+        Refused::NodeFull,
+        Refused::Files,
+        Refused::Unauthenticated,
+        Refused::TlsHandshakes,
+        Refused::Address(crate::admission::Refusal::ALL[0]),
+        Refused::Address(crate::admission::Refusal::ALL[1]),
+        Refused::Address(crate::admission::Refusal::ALL[2]),
+        Refused::Address(crate::admission::Refusal::ALL[3]),
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Refused::NodeFull => "node_full",
+            Refused::Files => "files",
+            Refused::Unauthenticated => "unauthenticated",
+            Refused::TlsHandshakes => "tls_handshakes",
+            Refused::Address(r) => r.name(),
+        }
+    }
+
+    /// The reason the client is told (when its transport can be told anything).
+    pub fn reason(self) -> ReasonCode {
+        match self {
+            Refused::Address(r) => r.reason(),
+            _ => ReasonCode::SERVER_OVERLOADED,
+        }
+    }
 }
 
 impl WorkerMetrics {
@@ -161,7 +209,16 @@ impl WorkerMetrics {
             frames_out: FrameOut::ALL
                 .map(|op| counter!("ringgate_frames_out_total", "worker" => w.clone(), "op" => op.name())),
             registry_dropped: counter!("ringgate_registry_dropped_total", "worker" => w.clone()),
-            accept_errors: counter!("ringgate_accept_errors_total", "worker" => w),
+            accept_errors: counter!("ringgate_accept_errors_total", "worker" => w.clone()),
+            refused: Refused::ALL
+                .map(|r| counter!("ringgate_admission_refused_total", "worker" => w.clone(), "reason" => r.name())),
+        }
+    }
+
+    /// Counts a refusal at accept.
+    pub fn refused(&self, why: Refused) {
+        if let Some(i) = Refused::ALL.iter().position(|r| *r == why) {
+            self.refused[i].increment(1);
         }
     }
 

@@ -29,7 +29,8 @@ fn silent_connections_are_released(driver: &str) {
         &path,
         format!(
             "[listen]\ntcp = \"127.0.0.1:0\"\n[io]\ndriver = \"{driver}\"\nworkers = 2\ntimer_tick = \"50ms\"\n\
-             [session]\nauth_timeout = \"5s\"\n[auth]\nmode = \"none\"\n"
+             [session]\nauth_timeout = \"5s\"\n[auth]\nmode = \"none\"\n[limits]\n{}",
+            support::NO_ADDRESS_LIMITS
         ),
     )
     .unwrap();

@@ -33,6 +33,8 @@ export const REASONS = [
   { code: 30, name: "idle_timeout", retry: "backoff" },
   { code: 31, name: "slow_consumer", retry: "backoff" },
   { code: 32, name: "too_many_in_flight", retry: "backoff" },
+  { code: 33, name: "too_many_connections", retry: "backoff" },
+  { code: 34, name: "rate_limited", retry: "backoff" },
   { code: 40, name: "kicked", retry: "no" },
   { code: 41, name: "replaced", retry: "no" },
   { code: 42, name: "server_draining", retry: "reconnect" },

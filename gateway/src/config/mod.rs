@@ -25,7 +25,8 @@ pub use value::parse_duration;
 use raw::Raw;
 use sections::*;
 pub use settings::{
-    ApiSettings, DevicePolicy, DnsTarget, DnsTimers, QuicSettings, RedisTarget, TlsSettings, TlsVersions, WsRules,
+    AdmissionLimits, ApiSettings, DevicePolicy, DnsTarget, DnsTimers, QuicSettings, RedisTarget, TlsSettings,
+    TlsVersions, WsRules,
 };
 use value::{Extract, boolean, duration_in, int_in, non_empty_string, socket_addr, string};
 
@@ -118,6 +119,8 @@ pub struct Config {
     /// The server API (docs/api.md); `None` = off.
     pub api_listen: Option<SocketAddr>,
     pub api: ApiSettings,
+    /// Per-address and unauthenticated limits (`[limits]`).
+    pub admission: AdmissionLimits,
     /// tracing filter, like "info" or "ringgate=debug,info" (RINGGATE_LOG overrides).
     pub log_level: String,
     pub drain: DrainConfig,
@@ -158,7 +161,8 @@ impl Config {
         if errors.is_empty() { Ok(config) } else { Err(ConfigErrors(errors)) }
     }
 
-    fn from_raw(raw: Raw, x: &mut Extract) -> Config {
+    fn from_raw(mut raw: Raw, x: &mut Extract) -> Config {
+        let admission_limits = admission(&mut raw.limits, x);
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         let workers = x.get("io.workers", raw.io.workers, 0, int_in(0, 1024)) as usize;
         let heartbeat = x.get(
@@ -230,6 +234,7 @@ impl Config {
                 .and_then(|v| x.get("listen.admin", Some(v), None, |v| socket_addr(v).map(Some))),
             api_listen,
             api: api_settings,
+            admission: admission_limits,
             io_driver: x.get("io.driver", raw.io.driver, IoDriver::Auto, io_driver),
             workers: if workers == 0 { cores } else { workers },
             pin_cpus: x.get("io.pin_cpus", raw.io.pin_cpus, false, boolean),

@@ -140,6 +140,16 @@ pub(super) struct RawLimits {
     pub(super) max_in_flight: Option<Value>,
     pub(super) max_outbound_bytes: Option<Value>,
     pub(super) max_connections: Option<Value>,
+    pub(super) max_connections_per_address: Option<Value>,
+    pub(super) max_unauthenticated_per_address: Option<Value>,
+    pub(super) new_connections_per_address: Option<Value>,
+    pub(super) new_connections_burst: Option<Value>,
+    pub(super) ipv6_prefix: Option<Value>,
+    pub(super) flapping_failures: Option<Value>,
+    pub(super) flapping_window: Option<Value>,
+    pub(super) flapping_ban: Option<Value>,
+    pub(super) max_unauthenticated: Option<Value>,
+    pub(super) max_tls_handshakes: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]

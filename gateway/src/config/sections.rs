@@ -307,3 +307,47 @@ pub(super) fn api(raw: RawApi, x: &mut Extract) -> ApiSettings {
     );
     ApiSettings { keys, timeout }
 }
+
+pub(super) fn admission(raw: &mut RawLimits, x: &mut Extract) -> AdmissionLimits {
+    let count = |x: &mut Extract, key: &str, value: Option<Value>, default: i64, min: i64| {
+        x.get(&format!("limits.{key}"), value, default, int_in(min, 100_000_000)) as u32
+    };
+    let seconds = |x: &mut Extract, key: &str, value: Option<Value>, default: u64| {
+        x.get(
+            &format!("limits.{key}"),
+            value,
+            Duration::from_secs(default),
+            duration_in(Duration::from_millis(100), Duration::from_secs(86_400)),
+        )
+    };
+    AdmissionLimits {
+        max_connections_per_address: count(
+            x,
+            "max_connections_per_address",
+            raw.max_connections_per_address.take(),
+            2000,
+            1,
+        ),
+        max_unauthenticated_per_address: count(
+            x,
+            "max_unauthenticated_per_address",
+            raw.max_unauthenticated_per_address.take(),
+            200,
+            1,
+        ),
+        new_connections_per_address: count(
+            x,
+            "new_connections_per_address",
+            raw.new_connections_per_address.take(),
+            100,
+            1,
+        ),
+        new_connections_burst: count(x, "new_connections_burst", raw.new_connections_burst.take(), 400, 1),
+        ipv6_prefix: x.get("limits.ipv6_prefix", raw.ipv6_prefix.take(), 64, int_in(16, 128)) as u8,
+        flapping_failures: count(x, "flapping_failures", raw.flapping_failures.take(), 20, 0),
+        flapping_window: seconds(x, "flapping_window", raw.flapping_window.take(), 60),
+        flapping_ban: seconds(x, "flapping_ban", raw.flapping_ban.take(), 60),
+        max_unauthenticated: count(x, "max_unauthenticated", raw.max_unauthenticated.take(), 20_000, 1),
+        max_tls_handshakes: count(x, "max_tls_handshakes", raw.max_tls_handshakes.take(), 1024, 1),
+    }
+}

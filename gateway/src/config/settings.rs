@@ -15,6 +15,28 @@ pub struct WsRules {
     pub allowed_origins: Vec<String>,
 }
 
+/// What one source address, and unauthenticated connections, may take of a node (see
+/// `crate::admission`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdmissionLimits {
+    pub max_connections_per_address: u32,
+    pub max_unauthenticated_per_address: u32,
+    /// New connections per second per address (token bucket refill) and the bucket's size.
+    pub new_connections_per_address: u32,
+    pub new_connections_burst: u32,
+    /// IPv6 addresses are counted per this prefix.
+    pub ipv6_prefix: u8,
+    /// This many failed logins within `flapping_window` ban the address for `flapping_ban`
+    /// (doubling on each repeat, up to 64x); 0 turns the ban off.
+    pub flapping_failures: u32,
+    pub flapping_window: Duration,
+    pub flapping_ban: Duration,
+    /// Per worker: connections not yet authenticated, and TLS (and wss) connections not yet
+    /// authenticated, which includes those still in their handshake.
+    pub max_unauthenticated: u32,
+    pub max_tls_handshakes: u32,
+}
+
 /// `[api]`: who may call the server API, and how long a call waits for other nodes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiSettings {

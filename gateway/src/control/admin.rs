@@ -25,6 +25,10 @@ pub struct AdminView {
     pub registry: Option<Arc<Mutex<RegistryState>>>,
     pub dns: Option<Arc<Mutex<DiscoveryState>>>,
     pub draining: Arc<AtomicBool>,
+    /// Connections on the node, and the most the open-file limit allows (when below
+    /// `limits.max_connections`).
+    pub connections: Arc<std::sync::atomic::AtomicUsize>,
+    pub capacity: Option<usize>,
 }
 
 impl AdminView {
@@ -37,6 +41,12 @@ impl AdminView {
             && !r.lock().is_ok_and(|s| s.up)
         {
             return Err("registry unavailable".into());
+        }
+        if let Some(capacity) = self.capacity {
+            let held = self.connections.load(Ordering::Relaxed);
+            if held >= capacity {
+                return Err(format!("at the open-file limit: {held} connections, the most ulimit -n allows here"));
+            }
         }
         let links: u64 = self.stats.iter().map(|s| s.links_up.load(Ordering::Relaxed)).sum();
         if !self.embedded_backend && links == 0 {

@@ -55,6 +55,8 @@ pub(crate) struct Conn {
     pub want_write: bool,
     /// `None` while idle: an idle connection holds no buffer at all.
     bufs: Option<Box<Bufs>>,
+    /// The source address as admission control counts it (0: not counted, QUIC).
+    pub peer: crate::admission::AddrKey,
 }
 
 /// The key of a user in a worker's user index: a hash of the id, so the index holds no
@@ -120,7 +122,7 @@ impl ConnIds {
 
 impl Conn {
     pub fn new(session: ServerSession, io: Io) -> Conn {
-        Conn { session, io, identity: None, waker: None, want_write: false, bufs: None }
+        Conn { session, io, identity: None, waker: None, want_write: false, bufs: None, peer: 0 }
     }
 
     /// The session and the input it decodes from, borrowed together.

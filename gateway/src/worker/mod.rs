@@ -57,6 +57,9 @@ pub(crate) struct WorkerSetup {
     pub backends: Backends,
     pub node_epoch: u64,
     pub registry: Option<crate::registry::redis::RegistryTx>,
+    /// The node's admission table, and how many connections the node may hold.
+    pub admission: Arc<crate::admission::Admission>,
+    pub capacity: usize,
     /// Where link pushes for other nodes go (`None` on a single node).
     pub forward: Option<flume::Sender<crate::inbox::Forward>>,
     pub stats: Arc<WorkerStats>,
@@ -104,6 +107,8 @@ pub(crate) fn run(setup: WorkerSetup, started: std::sync::mpsc::Sender<io::Resul
         w.node_epoch = setup.node_epoch;
         w.registry = setup.registry;
         w.forward = setup.forward;
+        w.admission = setup.admission.clone();
+        w.capacity = setup.capacity;
         w.tls_config = setup.certs.as_ref().map(|c| c.tls.clone());
         w.wss_config = setup.certs.as_ref().map(|c| c.wss.clone());
         let worker = Rc::new(RefCell::new(w));
@@ -270,14 +275,14 @@ impl Acceptor for QuicAcceptor {
     }
 
     fn admit(&self, io: QuicIo) -> Result<(), QuicIo> {
-        let admitted = self.0.borrow_mut().admit(Io::Quic(Box::new(io)), Instant::now());
+        let admitted = self.0.borrow_mut().admit(Io::Quic(Box::new(io)), None, Instant::now());
         match admitted {
             Ok(id) => {
                 compio::runtime::spawn(task::run(self.0.clone(), id)).detach();
                 Ok(())
             }
-            Err(Io::Quic(io)) => Err(*io),
-            Err(other) => {
+            Err((Io::Quic(io), _)) => Err(*io),
+            Err((other, _)) => {
                 crate::transport::close(other, ReasonCode::SERVER_OVERLOADED, &[]);
                 Ok(())
             }
@@ -286,12 +291,20 @@ impl Acceptor for QuicAcceptor {
 }
 
 async fn accept_loop(worker: Rc<RefCell<Worker>>, listener: TcpListener, kind: Transport) {
+    // Accept failures (out of files, out of memory) are logged once per interval, with a count.
+    let mut failures = 0u64;
+    let mut logged: Option<Instant> = None;
     loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _peer)) => stream,
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
             Err(e) => {
                 worker.borrow().metrics.accept_errors.increment(1);
-                tracing::warn!(error = %e, "accept failed");
+                failures += 1;
+                if logged.is_none_or(|at| at.elapsed() >= crate::admission::LOG_EVERY) {
+                    tracing::warn!(error = %e, failures, "accept failed (logged once per 10 s)");
+                    logged = Some(Instant::now());
+                    failures = 0;
+                }
                 // Out of files or memory: give closing connections a moment instead of spinning.
                 compio::time::sleep(std::time::Duration::from_millis(20)).await;
                 continue;
@@ -301,14 +314,19 @@ async fn accept_loop(worker: Rc<RefCell<Worker>>, listener: TcpListener, kind: T
         let _ = fd.set_nonblocking(true);
         let _ = fd.set_tcp_nodelay(true);
         let Some(io) = transport_of(&worker.borrow(), fd, kind) else { continue };
-        let admitted = worker.borrow_mut().admit(io, Instant::now());
+        let key = worker.borrow().admission.key(peer.ip());
+        let admitted = worker.borrow_mut().admit(io, Some(key), Instant::now());
         match admitted {
             Ok(id) => compio::runtime::spawn(task::run(worker.clone(), id)).detach(),
-            // A full node tells plain TCP and WebSocket clients why; a TLS client just sees
-            // the close.
-            Err(Io::Tcp(fd)) => refuse(&fd),
-            Err(Io::Ws(ws)) if kind == Transport::Ws => {
-                let _ = io::Write::write(&mut &**ws.fd(), crate::transport::ws::handshake::OVERLOADED);
+            // A refused plain TCP or WebSocket client is told why; a TLS client just sees
+            // the close (nothing can be said before its handshake).
+            Err((Io::Tcp(fd), why)) => refuse(&fd, why.reason()),
+            Err((Io::Ws(ws), why)) if kind == Transport::Ws => {
+                let answer = match why.reason() {
+                    ReasonCode::SERVER_OVERLOADED => crate::transport::ws::handshake::OVERLOADED,
+                    _ => crate::transport::ws::handshake::TOO_MANY,
+                };
+                let _ = io::Write::write(&mut &**ws.fd(), answer);
             }
             Err(_) => {}
         }
@@ -332,9 +350,9 @@ fn transport_of(worker: &Worker, fd: crate::transport::ConnFd, kind: Transport) 
     })
 }
 
-/// Tells a client the node is full, then drops it.
-fn refuse(fd: &Socket) {
-    let close = ClientFrame::Close(Close { reason: ReasonCode::SERVER_OVERLOADED, message: String::new() });
+/// Tells a client why it is refused, then drops it.
+fn refuse(fd: &Socket, reason: ReasonCode) {
+    let close = ClientFrame::Close(Close { reason, message: String::new() });
     if let Ok(bytes) = close.to_bytes() {
         let _ = io::Write::write(&mut &*fd, &bytes);
     }

@@ -69,6 +69,14 @@ pub(crate) struct Worker {
     pub node_epoch: u64,
     /// `None`: single node, the in-process index is the registry.
     pub registry: Option<crate::registry::redis::RegistryTx>,
+    /// The node's per-address admission table.
+    pub admission: Arc<crate::admission::Admission>,
+    /// Connections the node may hold: `limits.max_connections`, or fewer when the open-file
+    /// limit allows fewer.
+    pub capacity: usize,
+    /// This worker's connections not yet authenticated, and those of them on TLS or wss.
+    unauthenticated: u32,
+    tls_unauthenticated: u32,
     /// The relay's queue for link pushes other nodes must deliver too (with `[redis]`).
     pub forward: Option<flume::Sender<crate::inbox::Forward>>,
     next_tally: u64,
@@ -97,6 +105,10 @@ impl Worker {
             drain_queue: None,
             node_epoch: 0,
             registry: None,
+            admission: Arc::new(crate::admission::Admission::new(config.admission.clone())),
+            capacity: config.max_connections,
+            unauthenticated: 0,
+            tls_unauthenticated: 0,
             forward: None,
             next_tally: 0,
             read_buf: vec![0; config.read_buffer].into_boxed_slice(),
@@ -117,18 +129,48 @@ impl Worker {
 
     /// Whether the node holds as many connections as it may.
     pub fn is_full(&self) -> bool {
-        self.node_active.load(std::sync::atomic::Ordering::Relaxed) >= self.config.max_connections
+        self.node_active.load(std::sync::atomic::Ordering::Relaxed) >= self.capacity
     }
 
-    /// Registers an accepted socket and returns its id; gives the socket back when the
-    /// worker is full (the caller then refuses it).
-    pub fn admit(&mut self, io: Io, now: Instant) -> Result<u64, Io> {
+    /// Registers an accepted socket from `peer` and returns its id; gives the socket back,
+    /// with why, when a limit refuses it (the caller then tells the client what it can).
+    pub fn admit(
+        &mut self,
+        io: Io,
+        peer: Option<crate::admission::AddrKey>,
+        now: Instant,
+    ) -> Result<u64, (Io, crate::metrics::Refused)> {
+        use crate::metrics::Refused;
+        let limits = &self.config.admission;
+        let tls = matches!(io.transport(), crate::status::Transport::Tls | crate::status::Transport::Wss);
+        let refused = if self.unauthenticated >= limits.max_unauthenticated {
+            Some(Refused::Unauthenticated)
+        } else if tls && self.tls_unauthenticated >= limits.max_tls_handshakes {
+            Some(Refused::TlsHandshakes)
+        } else {
+            None
+        };
+        if let Some(why) = refused {
+            self.metrics.refused(why);
+            return Err((io, why));
+        }
         // Taken before the check, so two workers admitting at once cannot both take the last.
         let before = self.node_active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if before >= self.config.max_connections {
+        if before >= self.capacity {
             self.node_active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-            return Err(io);
+            let why = if before >= self.config.max_connections { Refused::NodeFull } else { Refused::Files };
+            self.metrics.refused(why);
+            return Err((io, why));
         }
+        if let Some(key) = peer
+            && let Err(refusal) = self.admission.admit(key, now)
+        {
+            self.node_active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            self.metrics.refused(Refused::Address(refusal));
+            return Err((io, Refused::Address(refusal)));
+        }
+        self.unauthenticated += 1;
+        self.tls_unauthenticated += u32::from(tls);
         self.next_conn += 1;
         let id = ((self.index as u64 + 1) << WORKER_SHIFT) | self.next_conn;
         let session = ServerSession::new(&self.config.session, now);
@@ -136,7 +178,9 @@ impl Worker {
             self.timers.arm(id, deadline);
         }
         let transport = io.transport() as usize;
-        self.conns.insert(id, Box::new(Conn::new(session, io)));
+        let mut conn = Box::new(Conn::new(session, io));
+        conn.peer = peer.unwrap_or(0);
+        self.conns.insert(id, conn);
         WorkerStats::inc(&self.stats.active);
         self.metrics.accepted[transport].increment(1);
         self.metrics.active[transport].increment(1.0);
@@ -275,6 +319,13 @@ impl Worker {
                 });
                 self.users.entry(key).or_default().insert(id);
                 self.metrics.auth_ok.increment(1);
+                self.unauthenticated = self.unauthenticated.saturating_sub(1);
+                if matches!(conn.io.transport(), crate::status::Transport::Tls | crate::status::Transport::Wss) {
+                    self.tls_unauthenticated = self.tls_unauthenticated.saturating_sub(1);
+                }
+                if conn.peer != 0 {
+                    self.admission.authenticated(conn.peer);
+                }
                 if let Some(link) = Self::route_in(&self.ring, &mut self.links, identity_key(conn)) {
                     link.conn_opened(id, conn);
                 }
@@ -283,6 +334,9 @@ impl Worker {
             }
             Err((reason, message)) => {
                 self.metrics.auth_failed(reason);
+                if conn.peer != 0 {
+                    self.admission.login_failed(conn.peer, now);
+                }
                 self.metrics.frame_out(FrameOut::AuthFail);
                 self.metrics.frame_out(FrameOut::Close);
                 conn.session.reject(reason, &message);
@@ -375,6 +429,16 @@ impl Worker {
         self.stats.closed_with(reason);
         self.metrics.active[conn.io.transport() as usize].decrement(1.0);
         self.metrics.closed(reason);
+        let authenticated = conn.identity.is_some();
+        if !authenticated {
+            self.unauthenticated = self.unauthenticated.saturating_sub(1);
+            if matches!(conn.io.transport(), crate::status::Transport::Tls | crate::status::Transport::Wss) {
+                self.tls_unauthenticated = self.tls_unauthenticated.saturating_sub(1);
+            }
+        }
+        if conn.peer != 0 {
+            self.admission.closed(conn.peer, authenticated, Instant::now());
+        }
         if let Some(identity) = conn.identity.take() {
             let node = (self.config.node_id.as_str(), self.node_epoch);
             let conn = (id, self.node_epoch + u64::from(identity.since_s) * 1000);

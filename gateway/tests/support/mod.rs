@@ -41,8 +41,26 @@ pub fn config(driver: IoDriver) -> Config {
     config.io_driver = driver;
     config.listen_tcp = "127.0.0.1:0".parse().unwrap();
     config.timer_tick = Duration::from_millis(20);
+    // Tests open thousands of connections from 127.0.0.1 at once; the per-address limits
+    // have tests of their own (admission.rs).
+    config.admission = ringgate::config::AdmissionLimits {
+        max_connections_per_address: 1_000_000,
+        max_unauthenticated_per_address: 1_000_000,
+        new_connections_per_address: 1_000_000,
+        new_connections_burst: 1_000_000,
+        flapping_failures: 0,
+        max_unauthenticated: 1_000_000,
+        max_tls_handshakes: 1_000_000,
+        ..config.admission
+    };
     config
 }
+
+/// `[limits]` lines that lift the per-address limits, for config files of child processes
+/// that open many connections from 127.0.0.1.
+pub const NO_ADDRESS_LIMITS: &str = "max_connections_per_address = 1000000\nmax_unauthenticated_per_address = 1000000\n\
+    new_connections_per_address = 1000000\nnew_connections_burst = 1000000\nflapping_failures = 0\n\
+    max_unauthenticated = 1000000\nmax_tls_handshakes = 1000000\n";
 
 /// TCP links to one backend at `addr`, with the timings tests use (window 64, 1 MiB link
 /// buffer, 500 ms connect, re-dial 20-200 ms, 5 s request timeout and ping interval); a test
@@ -108,6 +126,11 @@ impl TestClient {
     pub fn connect_with(addr: SocketAddr, config: ClientConfig) -> TestClient {
         let stream = TcpStream::connect(addr).unwrap();
         stream.set_nodelay(true).unwrap();
+        TestClient::from_stream(stream, config)
+    }
+
+    /// A client on an already connected `stream` (its Auth is sent at once).
+    pub fn from_stream(stream: TcpStream, config: ClientConfig) -> TestClient {
         let mut client = TestClient {
             stream,
             session: ClientSession::new(config, Instant::now()),

@@ -25,6 +25,11 @@ pub const MAX_REQUEST: usize = 8 * 1024;
 pub const OVERLOADED: &[u8] =
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 25\r\nConnection: close\r\n\r\nserver_overloaded (full)\n";
 
+/// What a WebSocket client from an address over its limits gets (the Close reason's name in
+/// the body, as for the others).
+pub const TOO_MANY: &[u8] =
+    b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain\r\nContent-Length: 30\r\nRetry-After: 1\r\nConnection: close\r\n\r\ntoo many from this address :(\n";
+
 /// Most header lines a request may have.
 const MAX_HEADERS: usize = 32;
 

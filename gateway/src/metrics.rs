@@ -92,6 +92,8 @@ pub struct WorkerMetrics {
     pub quic_refused: Counter,
     /// QUIC handshakes that failed or did not open their stream in time.
     pub quic_failed: Counter,
+    /// QUIC Retries sent: new clients asked to prove their address while handshakes queue.
+    pub quic_retried: Counter,
     pub auth_ok: Counter,
     /// Indexed by reason code value (codes are below [`CODES`]): O(1) on the hot path.
     closed: Vec<Option<Counter>>,
@@ -189,6 +191,7 @@ impl WorkerMetrics {
                 .collect(),
             quic_refused: counter!("ringgate_quic_refused_total", "worker" => w.clone()),
             quic_failed: counter!("ringgate_quic_handshake_failures_total", "worker" => w.clone()),
+            quic_retried: counter!("ringgate_quic_retries_total", "worker" => w.clone()),
             auth_ok: counter!("ringgate_auth_total", "worker" => w.clone(), "result" => "ok"),
             closed: by_reason("ringgate_connections_closed_total", "reason"),
             auth_fail: by_reason("ringgate_auth_total", "result"),

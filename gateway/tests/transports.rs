@@ -36,6 +36,7 @@ both_drivers!(
     quic_refuses_when_full_and_times_out_streamless_clients,
     quic_shutdown_closes_with_its_reason,
     quic_handshakes_beyond_the_limit_wait_in_line,
+    quic_retry_keeps_abandoned_initials_from_holding_handshake_slots,
     quic_a_node_without_the_connection_resets_it,
     quic_a_wildcard_listener_answers_from_the_address_the_client_used,
 );
@@ -724,6 +725,44 @@ fn quic_handshakes_beyond_the_limit_wait_in_line(driver: IoDriver) {
         assert!(failed.is_empty(), "{} of {N} failed: {:?}", failed.len(), failed.first());
         assert!(eventually_async(Duration::from_secs(2), || node.gateway.active_connections() == N as u64).await);
     });
+}
+
+/// 600 Initials that are never followed up (each from its own port: an attacker who sends
+/// the first packet and does no crypto) while a node runs 8 handshakes and asks for a Retry
+/// from 4: they cost a Retry packet each and hold no slot, so a real client still logs in
+/// at once (before Retry, 600 such Initials made a handshake take ~9 s).
+fn quic_retry_keeps_abandoned_initials_from_holding_handshake_slots(driver: IoDriver) {
+    let node = node_with(driver, |c| {
+        c.quic.max_handshakes = 8;
+        c.quic.retry_above = 4;
+    });
+    let addr = node.gateway.quic_addr().unwrap();
+    let retries_before = metric("ringgate_quic_retries_total");
+    // The Initials, made by quinn-proto's client side and sent from sockets then dropped.
+    let client_crypto = quinn_proto::crypto::rustls::QuicClientConfig::try_from(client_tls(&node.cert, ALPN)).unwrap();
+    let client_config = quinn_proto::ClientConfig::new(Arc::new(client_crypto));
+    let mut sockets = Vec::new();
+    for _ in 0..600 {
+        let mut endpoint =
+            quinn_proto::Endpoint::new(Arc::new(quinn_proto::EndpointConfig::default()), None, false, None);
+        let (_, mut conn) = endpoint.connect(Instant::now(), client_config.clone(), addr, "localhost").unwrap();
+        let mut buf = Vec::new();
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        while let Some(transmit) = conn.poll_transmit(Instant::now(), 1, &mut buf) {
+            socket.send_to(&buf[..transmit.size], addr).unwrap();
+            buf.clear();
+        }
+        sockets.push(socket);
+    }
+    rt().block_on(async {
+        let started = Instant::now();
+        let mut client = QuicClient::connect(addr, &node.cert, "legit").await.expect("a real client connects");
+        client.login().await;
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(1), "a login under the flood took {took:?}");
+    });
+    assert!(metric("ringgate_quic_retries_total") >= retries_before + 500.0, "the Initials got Retries");
+    drop(sockets);
 }
 
 /// Nodes share the stateless-reset key: when a balancer moves a client's packets to a node

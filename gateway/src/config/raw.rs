@@ -47,6 +47,8 @@ pub(super) struct RawQuic {
     pub(super) receive_window: Option<Value>,
     pub(super) send_window: Option<Value>,
     pub(super) max_handshakes: Option<Value>,
+    pub(super) retry_above: Option<Value>,
+    pub(super) handshake_timeout: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]

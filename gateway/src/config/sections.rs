@@ -220,6 +220,14 @@ pub(super) fn quic(raw: RawQuic, x: &mut Extract) -> QuicSettings {
             defaults.max_handshakes as i64,
             int_in(1, 1 << 20),
         ) as usize,
+        retry_above: x.get("quic.retry_above", raw.retry_above, defaults.retry_above as i64, int_in(0, 1 << 20))
+            as usize,
+        handshake_timeout: x.get(
+            "quic.handshake_timeout",
+            raw.handshake_timeout,
+            defaults.handshake_timeout,
+            duration_in(Duration::from_millis(100), Duration::from_secs(60)),
+        ),
     }
 }
 

@@ -109,11 +109,23 @@ pub struct QuicSettings {
     pub send_window: u32,
     /// Most handshakes run at once per worker; more wait in line (`worker::quic`).
     pub max_handshakes: usize,
+    /// With this many handshakes running or waiting, a new client must first prove its
+    /// address with a Retry round trip (so spoofed or abandoned Initials hold no slot).
+    pub retry_above: usize,
+    /// A handshake (and its stream's opening) must finish within this, or its slot is freed.
+    pub handshake_timeout: std::time::Duration,
 }
 
 impl Default for QuicSettings {
     fn default() -> Self {
-        QuicSettings { reset_key: None, receive_window: 128 * 1024, send_window: 256 * 1024, max_handshakes: 256 }
+        QuicSettings {
+            reset_key: None,
+            receive_window: 128 * 1024,
+            send_window: 256 * 1024,
+            max_handshakes: 256,
+            retry_above: 64,
+            handshake_timeout: std::time::Duration::from_secs(3),
+        }
     }
 }
 

@@ -255,15 +255,18 @@ fn quic_endpoint(
     let key = quic::reset_key(&config.quic);
     let endpoint_config = quic::endpoint_config(index, &key);
     let w = worker.borrow();
-    let metrics = quic::QuicMetrics { refused: w.metrics.quic_refused.clone(), failed: w.metrics.quic_failed.clone() };
-    quic::QuicEndpoint::new(
-        socket,
-        endpoint_config,
-        server,
-        config.quic.max_handshakes,
-        config.session.auth_timeout,
-        metrics,
-    )
+    let metrics = quic::QuicMetrics {
+        refused: w.metrics.quic_refused.clone(),
+        failed: w.metrics.quic_failed.clone(),
+        retried: w.metrics.quic_retried.clone(),
+    };
+    let limits = quic::HandshakeLimits {
+        max_handshakes: config.quic.max_handshakes,
+        retry_above: config.quic.retry_above,
+        auth_timeout: config.session.auth_timeout,
+        handshake_timeout: config.quic.handshake_timeout,
+    };
+    quic::QuicEndpoint::new(socket, endpoint_config, server, limits, metrics)
 }
 
 /// The worker as its QUIC endpoint's driver sees it.

@@ -52,6 +52,21 @@ impl QuicEndpoint {
     fn incoming(&mut self, incoming: quinn_proto::Incoming, now: Instant, full: bool, buf: &mut Vec<u8>) {
         if full || !self.accepting {
             self.refuse(incoming, buf);
+        } else if self.retry_above > 0
+            && !incoming.remote_address_validated()
+            && self.handshaking + self.waiting.len() >= self.retry_above
+        {
+            // Busy: the client proves its address with a Retry round trip before it gets a
+            // slot or a place in line, so Initials that are never followed up (spoofed, or
+            // from a host that does no crypto) cost one stateless packet each.
+            buf.clear();
+            match self.inner.retry(incoming, buf) {
+                Ok(transmit) => {
+                    self.metrics.retried.increment(1);
+                    self.send(&transmit, &buf[..transmit.size]);
+                }
+                Err(e) => self.refuse(e.into_incoming(), buf),
+            }
         } else if self.handshaking < self.max_handshakes && self.waiting.is_empty() {
             self.accept(incoming, now, buf);
         } else if self.waiting.len() < self.max_handshakes.saturating_mul(WAITING_PER_SLOT) {
@@ -98,7 +113,7 @@ impl QuicEndpoint {
                     generation: self.generation,
                     stream: None,
                     delivered: false,
-                    phase: Phase::Handshaking { deadline: now + self.auth_timeout },
+                    phase: Phase::Handshaking { deadline: now + self.handshake_timeout },
                     timer: None,
                     waker: None,
                     queued: false,
@@ -132,7 +147,7 @@ impl QuicEndpoint {
             slot.conn.handle_timeout(now);
             match slot.phase {
                 Phase::Handshaking { deadline } if deadline <= now => {
-                    // No handshake or no stream within the auth timeout.
+                    // No handshake or no stream within the handshake timeout.
                     slot.conn.close(now, VarInt::from_u32(ReasonCode::AUTH_TIMEOUT.0), Bytes::new());
                     slot.phase = Phase::Closed;
                     self.handshaking = self.handshaking.saturating_sub(1);

@@ -127,6 +127,8 @@ pub(crate) enum QuicRead {
 pub(crate) struct QuicMetrics {
     pub refused: Counter,
     pub failed: Counter,
+    /// Retries sent (address validation while busy).
+    pub retried: Counter,
 }
 
 /// A worker's QUIC endpoint and its connections.
@@ -154,8 +156,22 @@ pub(crate) struct QuicEndpoint {
     /// Shutdown is over: the driver returns (its readiness wait on the socket ends with it).
     stopped: bool,
     max_handshakes: usize,
+    /// Handshakes running or waiting from which new clients get a Retry first.
+    retry_above: usize,
+    /// How long a connection may wait in line for a handshake slot.
     auth_timeout: Duration,
+    /// How long an admitted handshake (and its stream's opening) may take.
+    handshake_timeout: Duration,
     metrics: QuicMetrics,
+}
+
+/// How many handshakes an endpoint runs, when it asks for a Retry, and how long they may take.
+#[derive(Debug, Clone, Copy)]
+pub struct HandshakeLimits {
+    pub max_handshakes: usize,
+    pub retry_above: usize,
+    pub auth_timeout: Duration,
+    pub handshake_timeout: Duration,
 }
 
 impl std::fmt::Debug for QuicEndpoint {
@@ -169,10 +185,10 @@ impl QuicEndpoint {
         socket: UdpSocket,
         endpoint: quinn_proto::EndpointConfig,
         server: quinn_proto::ServerConfig,
-        max_handshakes: usize,
-        auth_timeout: Duration,
+        limits: HandshakeLimits,
         metrics: QuicMetrics,
     ) -> io::Result<Shared> {
+        let HandshakeLimits { max_handshakes, retry_above, auth_timeout, handshake_timeout } = limits;
         socket.set_nonblocking(true)?;
         let server = Arc::new(server);
         let inner = quinn_proto::Endpoint::new(Arc::new(endpoint), Some(server.clone()), false, None);
@@ -194,7 +210,9 @@ impl QuicEndpoint {
             accepting: true,
             stopped: false,
             max_handshakes,
+            retry_above,
             auth_timeout,
+            handshake_timeout: handshake_timeout.min(auth_timeout),
             metrics,
         })))
     }

@@ -1,6 +1,7 @@
 //! ringgate-bench: the load generator and benchmark suite. The binary is `ringgate-bench`;
 //! see `bench/README.md` for the method and the latest figures.
 
+pub mod abuse;
 pub mod api_push;
 pub mod cluster;
 pub mod compare;

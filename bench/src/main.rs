@@ -113,6 +113,25 @@ enum Cmd {
         #[arg(long, default_value = "target/release/ringgate")]
         gateway: PathBuf,
     },
+    /// A node with the shipped admission defaults under each attack of issue 17, from one
+    /// address, while a probe echoes and fresh TCP/TLS/QUIC logins are timed.
+    Abuse {
+        #[arg(long, default_value = "target/release/ringgate")]
+        gateway: PathBuf,
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "idle,slow-auth,bad-token,hello-replay,quic-initials"
+        )]
+        attacks: Vec<ringgate_bench::abuse::Attack>,
+        /// Seconds each phase measures.
+        #[arg(long, default_value_t = 5)]
+        window: u64,
+        /// `off` lifts the per-address limits, to compare with the defaults.
+        #[arg(long, default_value = "on")]
+        limits: String,
+    },
     /// ringgate (io_uring, epoll) vs nginx stream vs HAProxy vs the backend directly, side
     /// by side, interleaved rounds.
     Compare(CompareArgs),
@@ -346,6 +365,11 @@ fn main() -> ExitCode {
                     });
                 }
                 report(&out, load.json)
+            }
+            Cmd::Abuse { gateway, attacks, window, limits } => {
+                let on = limits != "off";
+                let out = ringgate_bench::abuse::run(&gateway, &attacks, Duration::from_secs(window), on)?;
+                println!("{out}");
             }
             Cmd::Storm { mut load, mode, reconnect_after_ms, jitter_ms, window, spawn_nodes, gateway } => {
                 let nodes = match spawn_nodes {

@@ -242,6 +242,25 @@ fn push_via_the_api_across_nodes_and_batched() {
 }
 
 #[test]
+fn abuse_measures_the_probe_and_logins_under_each_attack() {
+    let gateway = ringgate_bin();
+    let v = bench(
+        &["abuse", "--gateway", gateway.to_str().unwrap(), "--attacks", "bad-token,quic-initials", "--window", "1"],
+        Duration::from_secs(60),
+    );
+    let phases = v["phases"].as_array().unwrap();
+    assert_eq!(phases.len(), 3, "{v}");
+    for phase in phases {
+        assert!(phase["probe_us"]["p99"].as_u64().unwrap() > 0, "{phase}");
+        for login in ["tcp_ms", "tls_ms", "quic_ms"] {
+            assert!(phase["login"][login].as_f64().is_some(), "{login} failed: {phase}");
+        }
+    }
+    assert!(phases[1]["attack_sent"].as_u64().unwrap() > 20, "{v}");
+    assert!(phases[1]["refused_so_far"]["flapping"].as_f64().unwrap() > 0.0, "the bad-token flood got banned: {v}");
+}
+
+#[test]
 fn storm_of_dropped_connections_comes_back() {
     let node = node();
     let v = bench(

@@ -275,6 +275,42 @@ fn bad_requests(driver: IoDriver) {
     assert!(metric_sum(&metrics, "ringgate_api_requests_total", &["endpoint=\"push\"", "status=\"413\""]) >= 1.0);
 }
 
+/// The protobuf form of a push and its answer (codec/proto/api.proto), for high-rate callers.
+fn protobuf_bodies(driver: IoDriver) {
+    use prost::Message;
+    use ringgate_codec::pb::api as pb;
+    let a = node(driver, "solo", None);
+    let api = a.api_addr().unwrap();
+    let (mut alice, _) = TestClient::login(a.local_addr(), "alice", "phone");
+    let request = pb::PushRequest {
+        target: Some(pb::push_request::Target::User(pb::UserTarget { user: "alice".into(), ..Default::default() })),
+        payload: b"binary".to_vec().into(),
+        timeout_ms: 0,
+    };
+    let dir = tempdir::Dir::new();
+    let body = dir.path().join("push.pb");
+    std::fs::write(&body, request.encode_to_vec()).unwrap();
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "-f",
+            "-H",
+            &format!("Authorization: Bearer {KEY}"),
+            "-H",
+            "Content-Type: application/x-protobuf",
+        ])
+        .arg("--data-binary")
+        .arg(format!("@{}", body.display()))
+        .arg(format!("http://{api}/v1/push"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let outcome = pb::Outcome::decode(out.stdout.as_slice()).expect("a protobuf Outcome");
+    assert_eq!((outcome.delivered, outcome.offline), (1, false));
+    assert_eq!(outcome.nodes, vec![pb::NodeCount { node: "solo".into(), count: 1 }]);
+    assert_eq!(next_push(&mut alice, T).as_deref(), Some(&b"binary"[..]));
+}
+
 fn a_frame_limit() -> usize {
     support::config(IoDriver::Epoll).session.max_frame_len
 }
@@ -345,4 +381,11 @@ fn killed_node(driver: IoDriver) {
     assert!(killed.elapsed() <= ttl + Duration::from_millis(1200), "offline after {:?}", killed.elapsed());
 }
 
-both_drivers!(three_nodes_on_redis, three_nodes_on_redis_cluster, bad_requests, redis_stopped, killed_node);
+both_drivers!(
+    three_nodes_on_redis,
+    three_nodes_on_redis_cluster,
+    bad_requests,
+    protobuf_bodies,
+    redis_stopped,
+    killed_node
+);

@@ -130,7 +130,7 @@ fn link_frame() -> impl Strategy<Value = LinkFrame> {
                     user_id: u,
                     device_ids: d,
                     payload: pl,
-                    this_node_only: only,
+                    all_nodes: only,
                 })
             }
         ),
@@ -141,14 +141,14 @@ fn link_frame() -> impl Strategy<Value = LinkFrame> {
                     room: r,
                     exclude_conn_id: e,
                     payload: pl,
-                    this_node_only: only,
+                    all_nodes: only,
                 })
             }
         ),
         (any::<u64>(), payload(), any::<bool>()).prop_map(|(p, pl, only)| LinkFrame::Broadcast(Broadcast {
             push_id: p,
             payload: pl,
-            this_node_only: only
+            all_nodes: only
         })),
         (conn.clone(), id()).prop_map(|(c, r)| LinkFrame::JoinRoom(RoomMembership { conn_id: c, room: r })),
         (conn.clone(), id()).prop_map(|(c, r)| LinkFrame::LeaveRoom(RoomMembership { conn_id: c, room: r })),

@@ -58,6 +58,11 @@ impl Refusal {
     }
 }
 
+#[derive(Debug, Default)]
+struct Shard {
+    table: FxHashMap<AddrKey, Entry>,
+}
+
 #[derive(Debug)]
 struct Entry {
     conns: u32,
@@ -73,13 +78,16 @@ struct Entry {
 }
 
 const SHARDS: usize = 16;
+/// Every this many admits one shard, in turn, drops what it no longer needs to remember.
+const SWEEP_EVERY: u32 = 1024;
 
 /// The node's admission table.
 #[derive(Debug)]
 pub struct Admission {
     /// Replaced on a reload.
     limits: std::sync::RwLock<AdmissionLimits>,
-    shards: [Mutex<FxHashMap<AddrKey, Entry>>; SHARDS],
+    shards: [Mutex<Shard>; SHARDS],
+    admits: std::sync::atomic::AtomicU32,
     hasher: std::collections::hash_map::RandomState,
 }
 
@@ -87,7 +95,8 @@ impl Admission {
     pub fn new(limits: AdmissionLimits) -> Admission {
         Admission {
             limits: std::sync::RwLock::new(limits),
-            shards: std::array::from_fn(|_| Mutex::new(FxHashMap::default())),
+            shards: std::array::from_fn(|_| Mutex::new(Shard::default())),
+            admits: std::sync::atomic::AtomicU32::new(1),
             hasher: std::collections::hash_map::RandomState::new(),
         }
     }
@@ -123,13 +132,32 @@ impl Admission {
 
     fn with<R>(&self, key: AddrKey, f: impl FnOnce(&mut FxHashMap<AddrKey, Entry>) -> R) -> R {
         let shard = (key >> 27) as usize % SHARDS;
-        let mut table = self.shards[shard].lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        f(&mut table)
+        let mut shard = self.shards[shard].lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut shard.table)
+    }
+
+    /// Drops, in `key`'s shard, every address with no connection, a full bucket, no ban
+    /// running and nothing within the flapping window: what it would be if seen anew (an
+    /// old ban's escalation is forgotten after a quiet window too).
+    fn sweep(&self, now: Instant, limits: &AdmissionLimits) {
+        let n = self.admits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if !n.is_multiple_of(SWEEP_EVERY) {
+            return;
+        }
+        let refill = f64::from(limits.new_connections_burst) / f64::from(limits.new_connections_per_address.max(1));
+        let quiet = Duration::from_secs_f64(refill).max(limits.flapping_window);
+        let shard = (n / SWEEP_EVERY) as usize % SHARDS;
+        let mut shard = self.shards[shard].lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        shard.table.retain(|_, e| {
+            let last = e.refilled.max(e.window_start).max(e.banned_until.unwrap_or(e.refilled));
+            e.conns > 0 || now.saturating_duration_since(last) < quiet
+        });
     }
 
     /// A new connection from `key`: counted (as not yet authenticated) when admitted.
     pub fn admit(&self, key: AddrKey, now: Instant) -> Result<(), Refusal> {
         let limits = &self.limits();
+        self.sweep(now, limits);
         self.with(key, |table| {
             let burst = f64::from(limits.new_connections_burst.max(1));
             let entry = table.entry(key).or_insert_with(|| Entry {
@@ -220,7 +248,7 @@ impl Admission {
 
     /// Addresses the table holds now.
     pub fn addresses(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().map_or(0, |t| t.len())).sum()
+        self.shards.iter().map(|s| s.lock().map_or(0, |s| s.table.len())).sum()
     }
 }
 
@@ -299,6 +327,30 @@ mod tests {
         b.login_failed(k, later);
         b.login_failed(k, later);
         assert_eq!(b.admit(k, later + Duration::from_millis(1500)), Err(Refusal::Banned), "the second ban is longer");
+    }
+
+    #[test]
+    fn addresses_with_nothing_to_remember_are_swept() {
+        let a = Admission::new(limits());
+        let now = Instant::now();
+        // Short-lived connections and failed logins from many addresses...
+        for i in 0..5000u32 {
+            let k = a.key(std::net::Ipv4Addr::from(0x0a00_0000 + i).into());
+            a.admit(k, now).unwrap();
+            a.login_failed(k, now);
+            a.closed(k, false, now);
+        }
+        assert!(a.addresses() > 4000, "remembered while recent");
+        // ...are forgotten once a quiet flapping window has passed.
+        let later = now + Duration::from_secs(61);
+        for i in 0..SWEEP_EVERY * SHARDS as u32 + 1 {
+            let k = a.key(std::net::Ipv4Addr::from(0x0b00_0000 + i % 64).into());
+            if a.admit(k, later).is_ok() {
+                a.authenticated(k);
+                a.closed(k, true, later);
+            }
+        }
+        assert!(a.addresses() < 200, "{} left", a.addresses());
     }
 
     #[test]

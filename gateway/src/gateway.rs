@@ -178,7 +178,7 @@ impl Gateway {
                 stats: worker_stats,
                 node_active: node_active.clone(),
                 admission: admission.clone(),
-                capacity,
+                file_capacity: files.unwrap_or(usize::MAX),
             };
             let (started_tx, started_rx) = std::sync::mpsc::channel();
             let handle = std::thread::Builder::new()

@@ -99,8 +99,8 @@ pub enum NodeOp {
     },
 }
 
-/// A push a worker read from a backend link that other nodes must also deliver (it was not
-/// `this_node_only`): the control plane finds those nodes and sends `PushCount` with their
+/// A push a worker read from a backend link that other nodes must also deliver (it asked for
+/// `all_nodes`): the control plane finds those nodes and sends `PushCount` with their
 /// total to `reply` = (worker, tally token) when given.
 #[derive(Debug)]
 pub struct Forward {

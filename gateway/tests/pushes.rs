@@ -163,7 +163,7 @@ fn pushes(driver: IoDriver) {
             user_id: "alice".into(),
             device_ids: devices,
             payload: payload.into(),
-            this_node_only: false,
+            all_nodes: false,
         })
     };
     backend.send(to_user(2, vec![], "p2"));
@@ -182,13 +182,13 @@ fn pushes(driver: IoDriver) {
         room: "r".into(),
         exclude_conn_id: None,
         payload: "p4".into(),
-        this_node_only: false,
+        all_nodes: false,
     }));
     assert_eq!(next_push(&mut bob).as_deref(), Some(&b"p4"[..]));
     assert_eq!(next_push(&mut carol).as_deref(), Some(&b"p4"[..]));
     assert_eq!(backend.result(4).delivered, 2);
 
-    backend.send(LinkFrame::Broadcast(Broadcast { push_id: 5, payload: "p5".into(), this_node_only: false }));
+    backend.send(LinkFrame::Broadcast(Broadcast { push_id: 5, payload: "p5".into(), all_nodes: false }));
     for c in [&mut phone, &mut bob, &mut carol] {
         assert_eq!(next_push(c).as_deref(), Some(&b"p5"[..]));
     }
@@ -219,7 +219,7 @@ fn pushes(driver: IoDriver) {
         user_id: "nobody".into(),
         device_ids: vec![],
         payload: "x".into(),
-        this_node_only: false,
+        all_nodes: false,
     }));
     assert_eq!(backend.result(7), PushResult { push_id: 7, delivered: 0, code: ReasonCode::NOT_DELIVERED });
 }
@@ -255,7 +255,7 @@ fn silent_backend(driver: IoDriver) {
 }
 
 /// Two nodes sharing a real redis-server, each linked to its own scripted backend: a push on
-/// node A's link reaches the user's sessions on node C too, unless it is this_node_only, and
+/// node A's link reaches the user's sessions on node C too when it asks for all_nodes, and
 /// the PushResult counts both nodes.
 fn link_pushes_reach_every_node(driver: IoDriver) {
     let dir = tempdir::Dir::new();
@@ -293,20 +293,20 @@ fn link_pushes_reach_every_node(driver: IoDriver) {
     assert!(
         eventually(T, || a.registry().is_some_and(|r| r.pending == 0) && c.registry().is_some_and(|r| r.pending == 0))
     );
-    let user = |push_id, this_node_only, payload: &'static str| {
+    let user = |push_id, all_nodes, payload: &'static str| {
         LinkFrame::PushToUser(PushToUser {
             push_id,
             user_id: "alice".into(),
             device_ids: vec![],
             payload: payload.into(),
-            this_node_only,
+            all_nodes,
         })
     };
     // Registry writes are asynchronous: wait until node A's forward finds the session on C.
     let mut id = 100;
     let reached_both = eventually(T, || {
         id += 1;
-        backend_a.send(user(id, false, "both"));
+        backend_a.send(user(id, true, "both"));
         backend_a.result(id).delivered == 2
     });
     assert!(reached_both, "a PushToUser on A's link reaches the session on C, counted");
@@ -315,7 +315,7 @@ fn link_pushes_reach_every_node(driver: IoDriver) {
     while on_a.next_event(Duration::from_millis(100)).is_some() {}
     while on_c.next_event(Duration::from_millis(100)).is_some() {}
     // The direct path: this node's connections only.
-    backend_a.send(user(200, true, "here"));
+    backend_a.send(user(200, false, "here"));
     assert_eq!(backend_a.result(200), PushResult { push_id: 200, delivered: 1, code: ReasonCode::OK });
     assert_eq!(next_push(&mut on_a).as_deref(), Some(&b"here"[..]));
     assert!(on_c.next_event(Duration::from_millis(300)).is_none(), "C's session got nothing");
@@ -327,7 +327,7 @@ fn link_pushes_reach_every_node(driver: IoDriver) {
             room: "r".into(),
             exclude_conn_id: None,
             payload: "room".into(),
-            this_node_only: false,
+            all_nodes: true,
         })
     };
     let mut id = 300;
@@ -337,7 +337,7 @@ fn link_pushes_reach_every_node(driver: IoDriver) {
         backend_a.result(id).delivered == 1
     }));
     assert_eq!(next_push(&mut on_c).as_deref(), Some(&b"room"[..]));
-    backend_a.send(LinkFrame::Broadcast(Broadcast { push_id: 400, payload: "all".into(), this_node_only: false }));
+    backend_a.send(LinkFrame::Broadcast(Broadcast { push_id: 400, payload: "all".into(), all_nodes: true }));
     assert_eq!(backend_a.result(400).delivered, 2);
 }
 

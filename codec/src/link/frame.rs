@@ -122,8 +122,8 @@ pub struct PushToUser {
     pub user_id: String,
     pub device_ids: Vec<String>,
     pub payload: Bytes,
-    /// This node's connections only; otherwise the node forwards to the user's other nodes.
-    pub this_node_only: bool,
+    /// Also forwarded to the user's other nodes (with `[redis]`); otherwise this node only.
+    pub all_nodes: bool,
 }
 
 /// op 0x32: to the room's members on this node.
@@ -133,8 +133,8 @@ pub struct PushToRoom {
     pub room: String,
     pub exclude_conn_id: Option<u64>,
     pub payload: Bytes,
-    /// This node's members only; otherwise also every other node with members.
-    pub this_node_only: bool,
+    /// Also every other node with members (with `[redis]`); otherwise this node only.
+    pub all_nodes: bool,
 }
 
 /// op 0x33: to every authenticated connection on this node.
@@ -142,8 +142,8 @@ pub struct PushToRoom {
 pub struct Broadcast {
     pub push_id: u64,
     pub payload: Bytes,
-    /// This node only; otherwise every live node.
-    pub this_node_only: bool,
+    /// Every live node (with `[redis]`); otherwise this node only.
+    pub all_nodes: bool,
 }
 
 /// ops 0x34 JoinRoom and 0x35 LeaveRoom.
@@ -350,7 +350,7 @@ impl TryFrom<pb::PushToUser> for PushToUser {
             user_id: w.user_id,
             device_ids: w.device_ids,
             payload: w.payload,
-            this_node_only: w.this_node_only,
+            all_nodes: w.all_nodes,
         })
     }
 }
@@ -362,7 +362,7 @@ impl From<&PushToUser> for pb::PushToUser {
             user_id: d.user_id.clone(),
             device_ids: d.device_ids.clone(),
             payload: d.payload.clone(),
-            this_node_only: d.this_node_only,
+            all_nodes: d.all_nodes,
         }
     }
 }
@@ -376,7 +376,7 @@ impl TryFrom<pb::PushToRoom> for PushToRoom {
             room: w.room,
             exclude_conn_id: (w.exclude_conn_id != 0).then_some(w.exclude_conn_id),
             payload: w.payload,
-            this_node_only: w.this_node_only,
+            all_nodes: w.all_nodes,
         })
     }
 }
@@ -388,20 +388,20 @@ impl From<&PushToRoom> for pb::PushToRoom {
             room: d.room.clone(),
             exclude_conn_id: d.exclude_conn_id.unwrap_or(0),
             payload: d.payload.clone(),
-            this_node_only: d.this_node_only,
+            all_nodes: d.all_nodes,
         }
     }
 }
 
 impl From<pb::Broadcast> for Broadcast {
     fn from(w: pb::Broadcast) -> Self {
-        Broadcast { push_id: w.push_id, payload: w.payload, this_node_only: w.this_node_only }
+        Broadcast { push_id: w.push_id, payload: w.payload, all_nodes: w.all_nodes }
     }
 }
 
 impl From<&Broadcast> for pb::Broadcast {
     fn from(d: &Broadcast) -> Self {
-        pb::Broadcast { push_id: d.push_id, payload: d.payload.clone(), this_node_only: d.this_node_only }
+        pb::Broadcast { push_id: d.push_id, payload: d.payload.clone(), all_nodes: d.all_nodes }
     }
 }
 

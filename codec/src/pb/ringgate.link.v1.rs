@@ -84,10 +84,10 @@ pub struct PushToUser {
     pub device_ids: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
     #[prost(bytes = "bytes", tag = "4")]
     pub payload: ::prost::bytes::Bytes,
-    /// true: this node's connections only (the backend found the user's nodes in the registry
-    /// and sends to each itself); false: the node also forwards to every node holding the user.
+    /// true: the node also forwards to every other node holding the user (with \[redis\]);
+    /// false (what backends written before it send): this node's connections only.
     #[prost(bool, tag = "5")]
-    pub this_node_only: bool,
+    pub all_nodes: bool,
 }
 /// op 0x32, backend -> gateway.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -100,9 +100,9 @@ pub struct PushToRoom {
     pub exclude_conn_id: u64,
     #[prost(bytes = "bytes", tag = "4")]
     pub payload: ::prost::bytes::Bytes,
-    /// true: this node's members only; false: also every other node with members.
+    /// true: also every other node with members (with \[redis\]); false: this node's only.
     #[prost(bool, tag = "5")]
-    pub this_node_only: bool,
+    pub all_nodes: bool,
 }
 /// op 0x33, backend -> gateway.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -111,9 +111,9 @@ pub struct Broadcast {
     pub push_id: u64,
     #[prost(bytes = "bytes", tag = "2")]
     pub payload: ::prost::bytes::Bytes,
-    /// true: this node only; false: every live node.
+    /// true: every live node (with \[redis\]); false: this node only.
     #[prost(bool, tag = "3")]
-    pub this_node_only: bool,
+    pub all_nodes: bool,
 }
 /// op 0x34 (JoinRoom) and 0x35 (LeaveRoom), backend -> gateway.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

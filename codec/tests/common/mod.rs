@@ -113,7 +113,7 @@ pub fn link_vectors() -> Vec<(&'static str, LinkFrame)> {
                 user_id: "alice".into(),
                 device_ids: vec![],
                 payload: payload.clone(),
-                this_node_only: false,
+                all_nodes: false,
             }),
         ),
         (
@@ -123,10 +123,10 @@ pub fn link_vectors() -> Vec<(&'static str, LinkFrame)> {
                 room: "room:42".into(),
                 exclude_conn_id: Some(258),
                 payload: payload.clone(),
-                this_node_only: false,
+                all_nodes: false,
             }),
         ),
-        ("link/broadcast", LinkFrame::Broadcast(Broadcast { push_id: 0, payload, this_node_only: false })),
+        ("link/broadcast", LinkFrame::Broadcast(Broadcast { push_id: 0, payload, all_nodes: false })),
         ("link/join_room", LinkFrame::JoinRoom(RoomMembership { conn_id: 258, room: "room:42".into() })),
         ("link/leave_room", LinkFrame::LeaveRoom(RoomMembership { conn_id: 258, room: "room:42".into() })),
         (

@@ -231,7 +231,7 @@ pub fn parse(route: Route, format: Format, body: &[u8], limits: &Limits) -> Resu
                 user: id("user", required("user", k.user)?)?,
                 device: k.device.map(|d| id("device", d)).transpose()?,
                 reason,
-                message: k.message,
+                message: kick_message(k.message)?,
             })
         }
         (Route::Kick, Format::Protobuf) => {
@@ -240,7 +240,7 @@ pub fn parse(route: Route, format: Format, body: &[u8], limits: &Limits) -> Resu
                 user: id("user", k.user)?,
                 device: (!k.device.is_empty()).then(|| id("device", k.device)).transpose()?,
                 reason: if k.reason == 0 { ReasonCode::KICKED } else { ReasonCode(k.reason) },
-                message: k.message,
+                message: kick_message(k.message)?,
             })
         }
         (route @ (Route::Join(_) | Route::Leave(_)), f) => {
@@ -293,7 +293,8 @@ fn push_json(p: PushJson, limits: &Limits) -> Result<Call, Problem> {
         .decode(encoded.as_bytes())
         .map_err(|e| bad(&format!("payload: not base64 ({e})")))?;
     let payload = checked_payload(Bytes::from(payload), limits)?;
-    let timeout_ms = p.timeout_ms;
+    // 0 means the default, as in the protobuf form.
+    let timeout_ms = p.timeout_ms.filter(|&ms| ms > 0);
     if let Some(user) = p.user {
         let devices = p.devices.into_iter().map(|d| id("devices", d)).collect::<Result<_, _>>()?;
         let platforms = p.platforms.into_iter().map(|d| id("platforms", d)).collect::<Result<_, _>>()?;
@@ -344,6 +345,16 @@ fn checked_payload(payload: Bytes, limits: &Limits) -> Result<Bytes, Problem> {
 
 fn too_large(len: usize, limits: &Limits) -> Problem {
     Problem::TooLarge(format!("payload of {len} bytes is over the limit of {} (session.max_frame_len)", limits.payload))
+}
+
+/// A kick's message goes into the client's Kick and Close frames: short, like a reason text.
+const MAX_KICK_MESSAGE: usize = 1024;
+
+fn kick_message(message: String) -> Result<String, Problem> {
+    if message.len() > MAX_KICK_MESSAGE {
+        return Err(bad(&format!("message: longer than {MAX_KICK_MESSAGE} bytes")));
+    }
+    Ok(message)
 }
 
 fn reason_named(name: &str) -> Result<ReasonCode, Problem> {

@@ -125,16 +125,20 @@ impl Api {
             // All at once: a batch costs one request, its pushes one Redis round trip each
             // (pipelined on one connection) and one stream entry per node.
             let mut running = tokio::task::JoinSet::new();
+            let count = calls.len();
             for (i, call) in calls.into_iter().enumerate() {
                 let relay = self.relay.clone();
                 running.spawn(async move { (i, push(&relay, call).await) });
             }
             let mut results: Vec<Option<Result<Outcome, Unavailable>>> = Vec::new();
-            while let Some(Ok((i, result))) = running.join_next().await {
-                if results.len() <= i {
-                    results.resize_with(i + 1, || None);
+            results.resize_with(count, || None);
+            while let Some(joined) = running.join_next().await {
+                // A push whose task failed is answered as an internal error below; the
+                // others still finish.
+                let Ok((i, result)) = joined else { continue };
+                if let Some(slot) = results.get_mut(i) {
+                    *slot = Some(result);
                 }
-                results[i] = Some(result);
             }
             let results: Vec<_> = results
                 .into_iter()

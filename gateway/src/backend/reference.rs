@@ -174,7 +174,7 @@ impl ReferenceBackend {
                 room: room.into(),
                 exclude_conn_id: None,
                 payload: up.payload,
-                this_node_only: true,
+                all_nodes: false,
             };
             self.to_every_node(link, LinkFrame::PushToRoom(push), out);
         } else if let Some(user) = key.strip_prefix("user:") {
@@ -183,7 +183,7 @@ impl ReferenceBackend {
                 user_id: user.into(),
                 device_ids: Vec::new(),
                 payload: up.payload,
-                this_node_only: true,
+                all_nodes: false,
             };
             if self.registry {
                 self.lookups.push(UserLookup { user_id: user.into(), from: link, push });
@@ -193,7 +193,7 @@ impl ReferenceBackend {
         } else if key == "broadcast" {
             self.to_every_node(
                 link,
-                LinkFrame::Broadcast(Broadcast { push_id: 0, payload: up.payload, this_node_only: true }),
+                LinkFrame::Broadcast(Broadcast { push_id: 0, payload: up.payload, all_nodes: false }),
                 out,
             );
         } else if key == "reject" {

@@ -1,5 +1,5 @@
 //! Any node reaches any user: the calls of the server API, and the pushes link backends send
-//! without `this_node_only`, carried to the nodes that hold their target.
+//! with `all_nodes`, carried to the nodes that hold their target.
 //!
 //! Without `[redis]` the node is alone and every call is delivered by its own workers. With
 //! it, the registry says where the target is (user records, the room's node set, the live
@@ -411,16 +411,24 @@ impl Relay {
     }
 }
 
+/// Forwards carried out at once; more wait in the workers' bounded queue (when that is full
+/// a push stays on its node, and its PushResult counts only that node).
+const MAX_FORWARDS_IN_FLIGHT: usize = 4096;
+
 /// Serves the workers' link forwards until every worker's sender is gone.
 pub async fn forward_loop(relay: Relay, forwards: flume::Receiver<crate::inbox::Forward>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_FORWARDS_IN_FLIGHT));
     while let Ok(forward) = forwards.recv_async().await {
+        let Ok(slot) = slots.clone().acquire_owned().await else { return };
         let relay = relay.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let delivered = relay.forward(forward.op).await;
             if let Some((worker, token)) = forward.reply
                 && let Some(inbox) = relay.inner.workers.get(worker)
             {
-                let _ = inbox.try_send(WorkerMsg::PushCount { token, delivered });
+                // Waits for room: a lost count would leave the push's tally open for good.
+                let _ = inbox.send_async(WorkerMsg::PushCount { token, delivered }).await;
             }
         });
     }

@@ -28,6 +28,11 @@ use crate::registry::{Location, unix_ms};
 const STREAM_LEN: u64 = 10_000;
 /// Most messages in one batch.
 const BATCH: usize = 512;
+/// Deadlines are the caller's clock and are checked on the reader's: this much skew between
+/// nodes is tolerated (clocks are expected NTP-synced, well within it).
+const CLOCK_SKEW_MS: u64 = 1000;
+/// Ops carried out at once for other nodes; more wait (in the stream) for a free slot.
+const MAX_OPS_IN_FLIGHT: usize = 4096;
 
 /// What the relay has to write: (target node, message).
 pub type Outbox = flume::Receiver<(String, pb::RelayMsg)>;
@@ -300,6 +305,9 @@ impl Remote {
         if let Ok(mut pending) = self.shared.pending.lock() {
             pending.insert(call, tx);
         }
+        // However this call ends (answered, timed out, or its caller gone: a dropped HTTP
+        // request drops this future), its entry goes.
+        let _forget = Forget { shared: &self.shared, call };
         let msg = pb::RelayMsg {
             call,
             from_node: self.shared.me.node.clone(),
@@ -316,11 +324,13 @@ impl Remote {
         };
         if answer.is_none() {
             self.shared.metrics.unanswered.increment(1);
-            if let Ok(mut pending) = self.shared.pending.lock() {
-                pending.remove(&call);
-            }
         }
         answer
+    }
+
+    /// Calls waiting for an answer now.
+    pub fn pending_calls(&self) -> usize {
+        self.shared.pending.lock().map_or(0, |p| p.len())
     }
 
     /// Writes what is queued, one XADD per target node per round: a round is whatever
@@ -372,9 +382,12 @@ impl Remote {
     /// each message: answers complete waiting calls, ops run on the workers.
     async fn read_loop(self, target: RedisTarget, relay: Relay) {
         let key = stream_key(&self.shared.prefix, &self.shared.me.node);
-        // "$": only what arrives after this start; then the last id read, so a reconnect
-        // resumes where it stopped (what the stream kept meanwhile is still delivered).
-        let mut last = "$".to_string();
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_OPS_IN_FLIGHT));
+        // Start after the stream's last entry (an earlier start's messages are not ours),
+        // then from the last id read, so a reconnect resumes where it stopped (what the
+        // stream kept meanwhile is still delivered). Not "$": each XREAD with "$" would skip
+        // what arrived between two reads.
+        let mut last: Option<String> = None;
         loop {
             let mut conn = match tokio::time::timeout(Duration::from_secs(3), Conn::connect(&target)).await {
                 Ok(Ok(conn)) => conn,
@@ -383,16 +396,30 @@ impl Remote {
                     continue;
                 }
             };
+            if last.is_none() {
+                let mut newest = redis::cmd("XREVRANGE");
+                newest.arg(&key).arg("+").arg("-").arg("COUNT").arg(1);
+                let Ok(mut values) = conn.run(&[(newest, true)]).await else {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                };
+                let entries: Option<redis::streams::StreamRangeReply> =
+                    values.pop().and_then(|v| redis::from_redis_value(v).ok());
+                let id = entries.and_then(|r| r.ids.first().map(|e| e.id.clone()));
+                last = Some(id.unwrap_or_else(|| "0-0".into()));
+            }
+            let mut last_id = last.clone().unwrap_or_else(|| "0-0".into());
             loop {
                 let mut xread = redis::cmd("XREAD");
-                xread.arg("COUNT").arg(64).arg("BLOCK").arg(1000).arg("STREAMS").arg(&key).arg(&last);
+                xread.arg("COUNT").arg(64).arg("BLOCK").arg(1000).arg("STREAMS").arg(&key).arg(&last_id);
                 let reply = conn.run(&[(xread, true)]).await;
                 let Ok(mut values) = reply else { break };
                 let Some(value) = values.pop() else { continue };
                 let read: Option<redis::streams::StreamReadReply> = redis::from_redis_value(value).ok();
                 for stream in read.map(|r| r.keys).unwrap_or_default() {
                     for entry in stream.ids {
-                        last.clone_from(&entry.id);
+                        last_id.clone_from(&entry.id);
+                        last = Some(entry.id.clone());
                         self.shared.metrics.batches_in.increment(1);
                         let batch = entry
                             .map
@@ -400,7 +427,7 @@ impl Remote {
                             .and_then(|v| redis::from_redis_value::<Vec<u8>>(v.clone()).ok())
                             .and_then(|b| pb::RelayBatch::decode(b.as_slice()).ok());
                         match batch {
-                            Some(batch) => self.handle(&relay, batch),
+                            Some(batch) => self.handle(&relay, batch, &slots).await,
                             None => self.shared.metrics.undecodable.increment(1),
                         }
                     }
@@ -410,7 +437,7 @@ impl Remote {
         }
     }
 
-    fn handle(&self, relay: &Relay, batch: pb::RelayBatch) {
+    async fn handle(&self, relay: &Relay, batch: pb::RelayBatch, slots: &Arc<tokio::sync::Semaphore>) {
         let now = unix_ms();
         for msg in batch.msgs {
             self.shared.metrics.received.increment(1);
@@ -429,7 +456,7 @@ impl Remote {
                 self.shared.metrics.stale.increment(1);
                 continue;
             }
-            if msg.deadline_ms < now {
+            if msg.deadline_ms + CLOCK_SKEW_MS < now {
                 self.shared.metrics.expired.increment(1);
                 continue;
             }
@@ -438,8 +465,12 @@ impl Remote {
                 continue;
             };
             let (relay, remote) = (relay.clone(), self.clone());
-            let wait = Duration::from_millis(msg.deadline_ms.saturating_sub(now));
+            let wait = Duration::from_millis((msg.deadline_ms + CLOCK_SKEW_MS).saturating_sub(now).min(60_000));
+            // At most MAX_OPS_IN_FLIGHT at once: a slow worker holds the reader back (and
+            // the stream holds the rest) instead of tasks piling up.
+            let Ok(slot) = slots.clone().acquire_owned().await else { return };
             tokio::spawn(async move {
+                let _slot = slot;
                 let count = relay.local(op, wait).await.unwrap_or(0);
                 if msg.call != 0 {
                     let answer = pb::RelayMsg {
@@ -454,6 +485,20 @@ impl Remote {
                     let _ = remote.shared.outbox.try_send((msg.from_node, answer));
                 }
             });
+        }
+    }
+}
+
+/// Removes a call's entry from the pending map when the call ends.
+struct Forget<'a> {
+    shared: &'a Shared,
+    call: u64,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut pending) = self.shared.pending.lock() {
+            pending.remove(&self.call);
         }
     }
 }

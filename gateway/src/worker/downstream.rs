@@ -2,7 +2,7 @@
 //!
 //! A frame that names a connection of another worker is forwarded to that worker. A frame
 //! that addresses the whole node (a user, a room, everyone) is delivered here and fanned out
-//! to every other worker; unless it is `this_node_only`, it also goes to the relay, which
+//! to every other worker; when it asks for `all_nodes`, it also goes to the relay, which
 //! carries it to the other nodes holding the user or room members (with `[redis]`). For such
 //! a push with a push id, the worker that read it collects every worker's delivered count
 //! (and the other nodes' total) and sends one PushResult.
@@ -47,7 +47,7 @@ impl Worker {
                 let devices = (!push.device_ids.is_empty()).then_some(push.device_ids.as_slice());
                 let targets = self.conns_of(&push.user_id, devices);
                 let delivered = self.push_all(targets, &push.payload);
-                let others = (!push.this_node_only).then(|| NodeOp::PushUser {
+                let others = push.all_nodes.then(|| NodeOp::PushUser {
                     user: push.user_id.clone(),
                     devices: push.device_ids.clone(),
                     platforms: Vec::new(),
@@ -60,7 +60,7 @@ impl Worker {
                     self.rooms.get(push.room.as_str()).map(|m| m.iter().copied().collect()).unwrap_or_default();
                 let targets = members.into_iter().filter(|&id| Some(id) != push.exclude_conn_id).collect();
                 let delivered = self.push_all(targets, &push.payload);
-                let others = (!push.this_node_only).then(|| NodeOp::PushRoom {
+                let others = push.all_nodes.then(|| NodeOp::PushRoom {
                     room: push.room.clone(),
                     exclude: push.exclude_conn_id,
                     payload: push.payload.clone(),
@@ -70,7 +70,7 @@ impl Worker {
             LinkFrame::Broadcast(push) => {
                 let everyone = self.conns.iter().filter(|(_, c)| c.identity.is_some()).map(|(id, _)| *id).collect();
                 let delivered = self.push_all(everyone, &push.payload);
-                let others = (!push.this_node_only).then(|| NodeOp::Broadcast { payload: push.payload.clone() });
+                let others = push.all_nodes.then(|| NodeOp::Broadcast { payload: push.payload.clone() });
                 self.node_wide(via, push.push_id, delivered, others, || LinkFrame::Broadcast(push.clone()));
             }
             LinkFrame::JoinRoom(m) if self.is_local(m.conn_id) => self.join_room(m.conn_id, &m.room),

@@ -57,9 +57,9 @@ pub(crate) struct WorkerSetup {
     pub backends: Backends,
     pub node_epoch: u64,
     pub registry: Option<crate::registry::redis::RegistryTx>,
-    /// The node's admission table, and how many connections the node may hold.
+    /// The node's admission table, and how many connections the open-file limit allows.
     pub admission: Arc<crate::admission::Admission>,
-    pub capacity: usize,
+    pub file_capacity: usize,
     /// Where link pushes for other nodes go (`None` on a single node).
     pub forward: Option<flume::Sender<crate::inbox::Forward>>,
     pub stats: Arc<WorkerStats>,
@@ -108,7 +108,7 @@ pub(crate) fn run(setup: WorkerSetup, started: std::sync::mpsc::Sender<io::Resul
         w.registry = setup.registry;
         w.forward = setup.forward;
         w.admission = setup.admission.clone();
-        w.capacity = setup.capacity;
+        w.file_capacity = setup.file_capacity;
         w.tls_config = setup.certs.as_ref().map(|c| c.tls.clone());
         w.wss_config = setup.certs.as_ref().map(|c| c.wss.clone());
         let worker = Rc::new(RefCell::new(w));

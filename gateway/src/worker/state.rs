@@ -71,9 +71,9 @@ pub(crate) struct Worker {
     pub registry: Option<crate::registry::redis::RegistryTx>,
     /// The node's per-address admission table.
     pub admission: Arc<crate::admission::Admission>,
-    /// Connections the node may hold: `limits.max_connections`, or fewer when the open-file
-    /// limit allows fewer.
-    pub capacity: usize,
+    /// Connections the open-file limit allows the node (`usize::MAX`: no limit); the node
+    /// holds at most the smaller of this and `limits.max_connections`.
+    pub file_capacity: usize,
     /// This worker's connections not yet authenticated, and those of them on TLS or wss.
     unauthenticated: u32,
     tls_unauthenticated: u32,
@@ -106,7 +106,7 @@ impl Worker {
             node_epoch: 0,
             registry: None,
             admission: Arc::new(crate::admission::Admission::new(config.admission.clone())),
-            capacity: config.max_connections,
+            file_capacity: usize::MAX,
             unauthenticated: 0,
             tls_unauthenticated: 0,
             forward: None,
@@ -129,7 +129,12 @@ impl Worker {
 
     /// Whether the node holds as many connections as it may.
     pub fn is_full(&self) -> bool {
-        self.node_active.load(std::sync::atomic::Ordering::Relaxed) >= self.capacity
+        self.node_active.load(std::sync::atomic::Ordering::Relaxed) >= self.capacity()
+    }
+
+    /// The most connections the node may hold now (`limits.max_connections` reloads).
+    pub fn capacity(&self) -> usize {
+        self.config.max_connections.min(self.file_capacity)
     }
 
     /// Registers an accepted socket from `peer` and returns its id; gives the socket back,
@@ -156,7 +161,7 @@ impl Worker {
         }
         // Taken before the check, so two workers admitting at once cannot both take the last.
         let before = self.node_active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if before >= self.capacity {
+        if before >= self.capacity() {
             self.node_active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             let why = if before >= self.config.max_connections { Refused::NodeFull } else { Refused::Files };
             self.metrics.refused(why);
@@ -334,7 +339,9 @@ impl Worker {
             }
             Err((reason, message)) => {
                 self.metrics.auth_failed(reason);
-                if conn.peer != 0 {
+                // Only the client's faults: a node that cannot check logins (Redis down with
+                // fail_open off) or a key removed too early must not ban whole NATs.
+                if conn.peer != 0 && matches!(reason, ReasonCode::AUTH_INVALID | ReasonCode::AUTH_EXPIRED) {
                     self.admission.login_failed(conn.peer, now);
                 }
                 self.metrics.frame_out(FrameOut::AuthFail);

@@ -468,7 +468,13 @@ impl Remote {
             let wait = Duration::from_millis((msg.deadline_ms + CLOCK_SKEW_MS).saturating_sub(now).min(60_000));
             // At most MAX_OPS_IN_FLIGHT at once: a slow worker holds the reader back (and
             // the stream holds the rest) instead of tasks piling up.
-            let Ok(slot) = slots.clone().acquire_owned().await else { return };
+            let slot = match slots.clone().try_acquire_owned() {
+                Ok(slot) => slot,
+                Err(_) => match slots.clone().acquire_owned().await {
+                    Ok(slot) => slot,
+                    Err(_) => return,
+                },
+            };
             tokio::spawn(async move {
                 let _slot = slot;
                 let count = relay.local(op, wait).await.unwrap_or(0);

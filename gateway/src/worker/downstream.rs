@@ -142,7 +142,8 @@ impl Worker {
                     asked += 1;
                 }
                 if let Some(token) = token {
-                    let tally = PushTally { link, push_id, delivered, waiting: asked };
+                    let started = std::time::Instant::now();
+                    let tally = PushTally { link, push_id, delivered, waiting: asked, started };
                     self.tally(token, tally);
                 }
             }
@@ -170,6 +171,23 @@ impl Worker {
         }
     }
 
+    /// Reports the tallies that waited [`TALLY_TIMEOUT`](super::state::TALLY_TIMEOUT) with
+    /// what they have: a count lost on the way must not keep a push's result (and its
+    /// entry) forever.
+    pub fn expire_tallies(&mut self, now: std::time::Instant) {
+        let due: Vec<u64> = self
+            .push_tallies
+            .iter()
+            .filter(|(_, t)| now.saturating_duration_since(t.started) >= super::state::TALLY_TIMEOUT)
+            .map(|(token, _)| *token)
+            .collect();
+        for token in due {
+            if let Some(t) = self.push_tallies.remove(&token) {
+                self.report(t.link, t.push_id, t.delivered);
+            }
+        }
+    }
+
     fn is_local(&self, conn_id: u64) -> bool {
         owner_of(conn_id) == Some(self.index)
     }
@@ -191,5 +209,26 @@ impl Worker {
         if let Some(link) = self.link_mut(link) {
             link.event(LinkFrame::PushResult(PushResult { push_id, delivered, code }));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use super::super::state::{PushTally, TALLY_TIMEOUT, Worker};
+
+    #[test]
+    fn a_tally_missing_counts_is_reported_after_its_timeout() {
+        let config = Arc::new(crate::config::Config::parse("[auth]\nmode = \"none\"\n").unwrap());
+        let mut w = Worker::new(0, config, Vec::new(), Vec::new(), Arc::default());
+        let started = Instant::now();
+        let tally = PushTally { link: None, push_id: 7, delivered: 1, waiting: 1, started };
+        w.push_tallies.insert(1, tally);
+        w.expire_tallies(started + Duration::from_secs(1));
+        assert_eq!(w.push_tallies.len(), 1, "still waiting for the peer's count");
+        w.expire_tallies(started + TALLY_TIMEOUT);
+        assert!(w.push_tallies.is_empty(), "given up on the lost count");
     }
 }

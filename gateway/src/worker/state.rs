@@ -34,7 +34,14 @@ pub(crate) struct PushTally {
     pub push_id: u64,
     pub delivered: u32,
     pub waiting: usize,
+    /// When the push was read: a tally whose counts did not all come back (a peer's inbox
+    /// was full) is reported with what it has after [`TALLY_TIMEOUT`].
+    pub started: Instant,
 }
+
+/// Longest a node-wide push waits for its counts before its PushResult goes out anyway
+/// (longer than any relay call: the API's timeout is at most 60 s, its default 1 s).
+pub(crate) const TALLY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[derive(Debug)]
 pub(crate) struct Worker {
@@ -476,6 +483,7 @@ impl Worker {
     /// rest; times out Sends a backend has not answered; pings idle backend links.
     pub fn on_tick(&mut self, now: Instant) {
         self.backend_timers(now);
+        self.expire_tallies(now);
         let mut due = std::mem::take(&mut self.due);
         self.timers.expire(now, &mut due);
         for id in due.drain(..) {

@@ -57,17 +57,9 @@ fn push_user(api: SocketAddr, user: &str, payload: &[u8]) -> Value {
 }
 
 fn target(redis: &Store) -> RedisTarget {
-    let (url, cluster) = match redis {
-        Store::Single(r) => (r.url(), Vec::new()),
-        Store::Cluster(c) => (String::new(), c.urls()),
-    };
-    RedisTarget {
-        url,
-        cluster,
-        prefix: "rg".into(),
-        lease_ttl: Duration::from_secs(2),
-        fail_open: true,
-        queue: 100_000,
+    match redis {
+        Store::Single(r) => r.target(Duration::from_secs(2)),
+        Store::Cluster(c) => c.target(Duration::from_secs(2)),
     }
 }
 

@@ -24,14 +24,7 @@ fn node(driver: IoDriver, id: &str, alternatives: Vec<String>, redis: &RedisServ
     let mut config = support::config(driver);
     config.node_id = id.into();
     config.auth = AuthMode::None;
-    config.redis = Some(ringgate::config::RedisTarget {
-        url: redis.url(),
-        cluster: Vec::new(),
-        prefix: "rg".into(),
-        lease_ttl: Duration::from_secs(5),
-        fail_open: true,
-        queue: 100_000,
-    });
+    config.redis = Some(redis.target(Duration::from_secs(5)));
     config.drain.delay = Duration::from_millis(100);
     config.drain.rate = 5000;
     config.drain.deadline = Duration::from_secs(20);

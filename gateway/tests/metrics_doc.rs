@@ -36,14 +36,7 @@ fn every_exported_family_is_documented_and_every_documented_one_exists() {
     let dir = support::tempdir::Dir::new();
     let redis = support::RedisServer::start(dir.path());
     let mut config = support::config(IoDriver::IoUring);
-    config.redis = Some(ringgate::config::RedisTarget {
-        url: redis.url(),
-        cluster: Vec::new(),
-        prefix: "rg".into(),
-        lease_ttl: std::time::Duration::from_secs(5),
-        fail_open: true,
-        queue: 1000,
-    });
+    config.redis = Some(redis.target(std::time::Duration::from_secs(5)));
     config.api_listen = Some("127.0.0.1:0".parse().unwrap());
     config.api.keys = vec!["metrics-doc-key-0123456789".into()];
     let gw = support::start_with(config, 2);

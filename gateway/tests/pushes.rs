@@ -265,14 +265,7 @@ fn link_pushes_reach_every_node(driver: IoDriver) {
         config.node_id = id.into();
         config.auth = AuthMode::None;
         config.backend = Some(support::static_backend(backend));
-        config.redis = Some(ringgate::config::RedisTarget {
-            url: redis.url(),
-            cluster: Vec::new(),
-            prefix: "rg".into(),
-            lease_ttl: Duration::from_secs(5),
-            fail_open: true,
-            queue: 1000,
-        });
+        config.redis = Some(redis.target(Duration::from_secs(5)));
         let gw = start_with(config, 2);
         assert!(eventually(T, || gw.registry().is_some_and(|r| r.up && r.pending == 0)));
         gw

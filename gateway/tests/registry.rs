@@ -54,23 +54,16 @@ impl Store {
     }
 
     fn target(&self, lease: Duration) -> RedisTarget {
-        let (url, cluster) = match self {
-            Store::Single(s) => (s.url(), Vec::new()),
-            Store::Cluster(c) => (String::new(), c.urls()),
+        let target = match self {
+            Store::Single(s) => s.target(lease),
+            Store::Cluster(c) => c.target(lease),
         };
-        RedisTarget { url, cluster, prefix: "rg".into(), lease_ttl: lease, fail_open: true, queue: 10_000 }
+        RedisTarget { queue: 10_000, ..target }
     }
 }
 
 fn target(redis: &RedisServer, lease: Duration) -> RedisTarget {
-    RedisTarget {
-        url: redis.url(),
-        cluster: Vec::new(),
-        prefix: "rg".into(),
-        lease_ttl: lease,
-        fail_open: true,
-        queue: 10_000,
-    }
+    RedisTarget { queue: 10_000, ..redis.target(lease) }
 }
 
 fn login(addr: std::net::SocketAddr, user: &str, device: &str) -> (TestClient, u64) {

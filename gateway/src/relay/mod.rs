@@ -261,11 +261,7 @@ impl Relay {
         timeout: Duration,
         with_me: bool,
     ) -> Result<Outcome, Unavailable> {
-        let Some(remote) = self.remote() else {
-            let mut outcome = self.reach(vec![self.inner.me.clone()], op, timeout).await;
-            outcome.offline = outcome.delivered == 0;
-            return Ok(outcome);
-        };
+        let Some(remote) = self.remote() else { return Ok(self.single(op, timeout).await) };
         let located = match remote.locate(user).await {
             Ok(located) => located,
             Err(error) => return Err(self.alone(op, error, timeout, with_me).await),
@@ -277,32 +273,35 @@ impl Relay {
             .collect();
         peers.sort();
         peers.dedup();
-        let offline = peers.is_empty();
-        if !with_me {
-            peers.retain(|p| *p != self.inner.me);
-        }
-        let mut outcome = self.reach(peers, op, timeout).await;
-        outcome.offline = offline;
-        Ok(outcome)
+        Ok(self.reach_found(peers, op, timeout, with_me).await)
     }
 
     async fn to_room(&self, room: &str, op: NodeOp, timeout: Duration, with_me: bool) -> Result<Outcome, Unavailable> {
-        let Some(remote) = self.remote() else {
-            let mut outcome = self.reach(vec![self.inner.me.clone()], op, timeout).await;
-            outcome.offline = outcome.delivered == 0;
-            return Ok(outcome);
-        };
-        let mut peers = match remote.room_nodes(room).await {
+        let Some(remote) = self.remote() else { return Ok(self.single(op, timeout).await) };
+        let peers = match remote.room_nodes(room).await {
             Ok(peers) => peers,
             Err(error) => return Err(self.alone(op, error, timeout, with_me).await),
         };
+        Ok(self.reach_found(peers, op, timeout, with_me).await)
+    }
+
+    /// A single node: its own workers are the whole answer; offline when they reached nobody.
+    async fn single(&self, op: NodeOp, timeout: Duration) -> Outcome {
+        let mut outcome = self.reach(vec![self.inner.me.clone()], op, timeout).await;
+        outcome.offline = outcome.delivered == 0;
+        outcome
+    }
+
+    /// `op` to the nodes the registry found (without this one unless `with_me`); offline
+    /// when it found none.
+    async fn reach_found(&self, mut peers: Vec<Peer>, op: NodeOp, timeout: Duration, with_me: bool) -> Outcome {
         let offline = peers.is_empty();
         if !with_me {
             peers.retain(|p| *p != self.inner.me);
         }
         let mut outcome = self.reach(peers, op, timeout).await;
         outcome.offline = offline;
-        Ok(outcome)
+        outcome
     }
 
     async fn to_everyone(&self, op: NodeOp, timeout: Duration, with_me: bool) -> Result<Outcome, Unavailable> {

@@ -347,6 +347,17 @@ pub fn whoami(client: &mut TestClient) -> Option<String> {
     }
 }
 
+fn dummy_target(lease: Duration) -> ringgate::config::RedisTarget {
+    ringgate::config::RedisTarget {
+        url: String::new(),
+        cluster: Vec::new(),
+        prefix: "rg".into(),
+        lease_ttl: lease,
+        fail_open: true,
+        queue: 100_000,
+    }
+}
+
 /// One HTTP/1.1 request (`Connection: close`) to the admin endpoint or the API: the status
 /// and the body.
 pub fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
@@ -387,6 +398,11 @@ impl RedisServer {
 
     pub fn conn(&self) -> Option<redis::Connection> {
         redis::Client::open(self.url()).ok()?.get_connection().ok()
+    }
+
+    /// A `[redis]` section for this server: prefix `rg`, lease `lease`, fail-open.
+    pub fn target(&self, lease: Duration) -> ringgate::config::RedisTarget {
+        ringgate::config::RedisTarget { url: self.url(), ..dummy_target(lease) }
     }
 
     pub fn hget(&self, key: &str, field: &str) -> Option<String> {
@@ -451,6 +467,11 @@ impl RedisCluster {
         };
         assert!(eventually(Duration::from_secs(15), ok), "cluster converges");
         cluster
+    }
+
+    /// A `[redis]` section for this cluster, as [`RedisServer::target`].
+    pub fn target(&self, lease: Duration) -> ringgate::config::RedisTarget {
+        ringgate::config::RedisTarget { url: String::new(), cluster: self.urls(), ..dummy_target(lease) }
     }
 
     pub fn urls(&self) -> Vec<String> {

@@ -16,11 +16,10 @@ use bytes::{BufMut, Bytes};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 
-use crate::conn::unix_us;
+use crate::conn::{PushMode, unix_us};
 use crate::control;
 use crate::gateway::GatewayChild;
 use crate::registry::RedisChild;
-use crate::scenarios::PushMode;
 
 /// Where the API is and how to call it.
 #[derive(Debug, Clone)]

@@ -17,6 +17,17 @@ use crate::stats::RunStats;
 use crate::transport::{Connector, Opened, ReadHalf, WriteHalf};
 use crate::ws::Framing;
 
+/// What `push` sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PushMode {
+    /// Each push goes to one user (route key `user:u{k}`).
+    User,
+    /// Each push goes to a room of `--room-size` members (`room:room{k}`).
+    Room,
+    /// Each push goes to every connection (`broadcast`).
+    Broadcast,
+}
+
 /// What a connection does once authenticated. Times are unix milliseconds, so that every
 /// process of a run agrees on them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,6 +1,7 @@
 //! The load subcommands against running gateway nodes: idle, echo, push and storm. Each
 //! returns one JSON object with every figure; `main` prints it or a human summary.
 
+pub use crate::conn::PushMode;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -188,17 +189,6 @@ pub fn echo(args: &LoadArgs, in_flight: usize, payload: usize, seconds: u64) -> 
     });
     merge(&mut out, common_json(&stats));
     out
-}
-
-/// What `push` sends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum PushMode {
-    /// Each push goes to one user (route key `user:u{k}`).
-    User,
-    /// Each push goes to a room of `--room-size` members (`room:room{k}`).
-    Room,
-    /// Each push goes to every connection (`broadcast`).
-    Broadcast,
 }
 
 /// `push`: N receivers (in rooms of M for room mode); a driver sends pushes through the

@@ -456,7 +456,7 @@ impl Remote {
                 self.shared.metrics.stale.increment(1);
                 continue;
             }
-            if msg.deadline_ms + CLOCK_SKEW_MS < now {
+            if msg.deadline_ms.saturating_add(CLOCK_SKEW_MS) < now {
                 self.shared.metrics.expired.increment(1);
                 continue;
             }
@@ -465,7 +465,8 @@ impl Remote {
                 continue;
             };
             let (relay, remote) = (relay.clone(), self.clone());
-            let wait = Duration::from_millis((msg.deadline_ms + CLOCK_SKEW_MS).saturating_sub(now).min(60_000));
+            let wait =
+                Duration::from_millis(msg.deadline_ms.saturating_add(CLOCK_SKEW_MS).saturating_sub(now).min(60_000));
             // At most MAX_OPS_IN_FLIGHT at once: a slow worker holds the reader back (and
             // the stream holds the rest) instead of tasks piling up.
             let slot = match slots.clone().try_acquire_owned() {

@@ -261,8 +261,10 @@ fn bad_requests(driver: IoDriver) {
     assert_eq!(get(api, "/v1/presence/alice").1["nodes"], json!(["solo"]));
     // Every answer was counted, by endpoint and status.
     let metrics = ringgate::metrics::render();
+    let api_lines: Vec<&str> = metrics.lines().filter(|l| l.starts_with("ringgate_api_requests_total{")).collect();
     assert!(
-        metric_sum(&metrics, "ringgate_api_requests_total", &["endpoint=\"unauthorized\"", "status=\"401\""]) >= 2.0
+        metric_sum(&metrics, "ringgate_api_requests_total", &["endpoint=\"unauthorized\"", "status=\"401\""]) >= 2.0,
+        "{api_lines:#?}"
     );
     assert!(metric_sum(&metrics, "ringgate_api_requests_total", &["endpoint=\"push\"", "status=\"413\""]) >= 1.0);
 }

@@ -62,17 +62,13 @@ mod tempdir {
     }
 }
 
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 fn start(binary: &Path, limits: bool) -> std::io::Result<Target> {
     let dir = std::env::temp_dir().join(format!("ringgate-abuse-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let (cert, key) = ringgate::transport::tls::self_signed(&["localhost".into()]).map_err(std::io::Error::other)?;
     std::fs::write(dir.join("cert.pem"), cert)?;
     std::fs::write(dir.join("key.pem"), key)?;
-    let (secure, admin) = (free_port()?, free_port()?);
+    let (secure, admin) = (crate::compare::free_port()?, crate::compare::free_port()?);
     // The shipped defaults for everything admission control decides; 2 workers like the
     // default on this 2-core machine.
     let text = format!(

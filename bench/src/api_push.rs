@@ -220,7 +220,7 @@ pub const SPAWN_KEY: &str = "bench-api-key-0123456789";
 impl Deployment {
     pub fn start(binary: &Path, workers: usize) -> std::io::Result<Deployment> {
         let (redis, url) = crate::registry::start_redis()?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = crate::compare::free_port()?;
         let api: SocketAddr = ([127, 0, 0, 1], port).into();
         let node = |id: &str, listen: &str| {
             let text = crate::gateway::bench_config(

@@ -228,7 +228,8 @@ fn children_of(pid: u32) -> Vec<u32> {
         .collect()
 }
 
-fn free_port() -> std::io::Result<u16> {
+/// A loopback TCP port free now (for a child's listener chosen up front).
+pub(crate) fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 

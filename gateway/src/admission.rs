@@ -108,8 +108,9 @@ impl Admission {
         }
     }
 
-    fn limits(&self) -> AdmissionLimits {
-        self.limits.read().map(|l| l.clone()).unwrap_or_else(|e| e.into_inner().clone())
+    /// The limits in force (read-locked, not copied: this is on every accept).
+    fn limits(&self) -> std::sync::RwLockReadGuard<'_, AdmissionLimits> {
+        self.limits.read().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The key of `ip` under the configured IPv6 prefix.
@@ -156,7 +157,7 @@ impl Admission {
 
     /// A new connection from `key`: counted (as not yet authenticated) when admitted.
     pub fn admit(&self, key: AddrKey, now: Instant) -> Result<(), Refusal> {
-        let limits = &self.limits();
+        let limits = &*self.limits();
         self.sweep(now, limits);
         self.with(key, |table| {
             let burst = f64::from(limits.new_connections_burst.max(1));
@@ -206,7 +207,7 @@ impl Admission {
 
     /// A login from `key` failed; enough of them within the window ban the address.
     pub fn login_failed(&self, key: AddrKey, now: Instant) {
-        let limits = &self.limits();
+        let limits = &*self.limits();
         if limits.flapping_failures == 0 {
             return;
         }
@@ -229,7 +230,7 @@ impl Admission {
 
     /// A connection from `key` ended (`authenticated`: whether it had logged in).
     pub fn closed(&self, key: AddrKey, authenticated: bool, now: Instant) {
-        let limits = &self.limits();
+        let limits = &*self.limits();
         self.with(key, |table| {
             let Some(e) = table.get_mut(&key) else { return };
             e.conns = e.conns.saturating_sub(1);

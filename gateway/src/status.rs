@@ -19,6 +19,11 @@ pub enum Transport {
 impl Transport {
     pub const ALL: [Transport; 5] = [Transport::Tcp, Transport::Tls, Transport::Quic, Transport::Ws, Transport::Wss];
 
+    /// TLS underneath (TLS and wss): the transports whose handshakes cost the most.
+    pub fn is_tls(self) -> bool {
+        matches!(self, Transport::Tls | Transport::Wss)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Transport::Tcp => "tcp",

@@ -149,7 +149,7 @@ impl Api {
             return body::batch_outcomes(format, &results);
         }
         let relay = &self.relay;
-        let timeout = |ms: Option<u64>| ms.map_or(relay.timeout(), Duration::from_millis).min(Duration::from_secs(60));
+        let timeout = |ms| call_timeout(relay, ms);
         let done = |result: Result<Outcome, Unavailable>| match result {
             Ok(outcome) => body::outcome(format, &outcome),
             Err(unavailable) => problem(format, &Problem::Unavailable(unavailable)),
@@ -175,9 +175,14 @@ impl Api {
     }
 }
 
+/// How long a call waits for answers: what it asked, else `[api] timeout`; at most 60 s.
+fn call_timeout(relay: &Relay, ms: Option<u64>) -> Duration {
+    ms.map_or(relay.timeout(), Duration::from_millis).min(Duration::from_secs(60))
+}
+
 /// One push of a batch.
 async fn push(relay: &Relay, call: Call) -> Result<Outcome, Unavailable> {
-    let timeout = |ms: Option<u64>| ms.map_or(relay.timeout(), Duration::from_millis).min(Duration::from_secs(60));
+    let timeout = |ms| call_timeout(relay, ms);
     match call {
         Call::PushUser { user, devices, platforms, payload, timeout_ms } => {
             relay.push_user(&user, &devices, &platforms, payload, timeout(timeout_ms)).await

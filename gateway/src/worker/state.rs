@@ -39,6 +39,23 @@ pub(crate) struct PushTally {
     pub started: Instant,
 }
 
+/// A worker's connections not yet authenticated, and those of them on TLS or wss.
+#[derive(Debug, Default)]
+struct Unauthenticated {
+    all: u32,
+    tls: u32,
+}
+
+impl Unauthenticated {
+    /// One of them logged in or ended.
+    fn left(&mut self, tls: bool) {
+        self.all = self.all.saturating_sub(1);
+        if tls {
+            self.tls = self.tls.saturating_sub(1);
+        }
+    }
+}
+
 /// Longest a node-wide push waits for its counts before its PushResult goes out anyway
 /// (longer than any relay call: the API's timeout is at most 60 s, its default 1 s).
 pub(crate) const TALLY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -81,9 +98,8 @@ pub(crate) struct Worker {
     /// Connections the open-file limit allows the node (`usize::MAX`: no limit); the node
     /// holds at most the smaller of this and `limits.max_connections`.
     pub file_capacity: usize,
-    /// This worker's connections not yet authenticated, and those of them on TLS or wss.
-    unauthenticated: u32,
-    tls_unauthenticated: u32,
+    /// This worker's connections not yet authenticated.
+    unauthenticated: Unauthenticated,
     /// The relay's queue for link pushes other nodes must deliver too (with `[redis]`).
     pub forward: Option<flume::Sender<crate::inbox::Forward>>,
     next_tally: u64,
@@ -114,8 +130,7 @@ impl Worker {
             registry: None,
             admission: Arc::new(crate::admission::Admission::new(config.admission.clone())),
             file_capacity: usize::MAX,
-            unauthenticated: 0,
-            tls_unauthenticated: 0,
+            unauthenticated: Unauthenticated::default(),
             forward: None,
             next_tally: 0,
             read_buf: vec![0; config.read_buffer].into_boxed_slice(),
@@ -154,10 +169,10 @@ impl Worker {
     ) -> Result<u64, (Io, crate::metrics::Refused)> {
         use crate::metrics::Refused;
         let limits = &self.config.admission;
-        let tls = matches!(io.transport(), crate::status::Transport::Tls | crate::status::Transport::Wss);
-        let refused = if self.unauthenticated >= limits.max_unauthenticated {
+        let tls = io.transport().is_tls();
+        let refused = if self.unauthenticated.all >= limits.max_unauthenticated {
             Some(Refused::Unauthenticated)
-        } else if tls && self.tls_unauthenticated >= limits.max_tls_handshakes {
+        } else if tls && self.unauthenticated.tls >= limits.max_tls_handshakes {
             Some(Refused::TlsHandshakes)
         } else {
             None
@@ -181,8 +196,8 @@ impl Worker {
             self.metrics.refused(Refused::Address(refusal));
             return Err((io, Refused::Address(refusal)));
         }
-        self.unauthenticated += 1;
-        self.tls_unauthenticated += u32::from(tls);
+        self.unauthenticated.all += 1;
+        self.unauthenticated.tls += u32::from(tls);
         self.next_conn += 1;
         let id = ((self.index as u64 + 1) << WORKER_SHIFT) | self.next_conn;
         let session = ServerSession::new(&self.config.session, now);
@@ -331,10 +346,7 @@ impl Worker {
                 });
                 self.users.entry(key).or_default().insert(id);
                 self.metrics.auth_ok.increment(1);
-                self.unauthenticated = self.unauthenticated.saturating_sub(1);
-                if matches!(conn.io.transport(), crate::status::Transport::Tls | crate::status::Transport::Wss) {
-                    self.tls_unauthenticated = self.tls_unauthenticated.saturating_sub(1);
-                }
+                self.unauthenticated.left(conn.io.transport().is_tls());
                 if conn.peer != 0 {
                     self.admission.authenticated(conn.peer);
                 }
@@ -445,10 +457,7 @@ impl Worker {
         self.metrics.closed(reason);
         let authenticated = conn.identity.is_some();
         if !authenticated {
-            self.unauthenticated = self.unauthenticated.saturating_sub(1);
-            if matches!(conn.io.transport(), crate::status::Transport::Tls | crate::status::Transport::Wss) {
-                self.tls_unauthenticated = self.tls_unauthenticated.saturating_sub(1);
-            }
+            self.unauthenticated.left(conn.io.transport().is_tls());
         }
         if conn.peer != 0 {
             self.admission.closed(conn.peer, authenticated, Instant::now());

@@ -4,82 +4,17 @@
 
 mod support;
 
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use hickory_proto::op::{Message, ResponseCode};
-use hickory_proto::rr::rdata::A;
-use hickory_proto::rr::{RData, Record, RecordType};
 use ringgate::config::{AuthMode, Discovery, DnsTarget, DnsTimers, IoDriver};
 use ringgate_codec::session::{ClientConfig, ClientEvent};
 use ringgate_router::Ring;
+use support::dns::{Answer, DnsServer};
 use support::*;
 
 const T: Duration = Duration::from_secs(5);
 const NAME: &str = "backends.ringgate.test";
-
-#[derive(Debug, Clone)]
-enum Answer {
-    Records(Vec<Ipv4Addr>, u32),
-    ServFail,
-    Empty,
-}
-
-struct DnsServer {
-    addr: SocketAddr,
-    answer: Arc<Mutex<Answer>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl DnsServer {
-    fn start(answer: Answer) -> DnsServer {
-        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-        socket.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-        let addr = socket.local_addr().unwrap();
-        let answer = Arc::new(Mutex::new(answer));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (a, s) = (answer.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            let mut buf = [0u8; 1500];
-            while !s.load(Ordering::Relaxed) {
-                let Ok((n, peer)) = socket.recv_from(&mut buf) else { continue };
-                let Ok(query) = Message::from_vec(&buf[..n]) else { continue };
-                let mut response = Message::response(query.metadata.id, query.metadata.op_code);
-                response.metadata.authoritative = true;
-                response.queries = query.queries.clone();
-                match a.lock().unwrap().clone() {
-                    Answer::Records(ips, ttl) => {
-                        for q in query.queries.iter().filter(|q| q.query_type() == RecordType::A) {
-                            for ip in &ips {
-                                response.answers.push(Record::from_rdata(q.name().clone(), ttl, RData::A(A(*ip))));
-                            }
-                        }
-                    }
-                    Answer::ServFail => response.metadata.response_code = ResponseCode::ServFail,
-                    Answer::Empty => {}
-                }
-                let _ = socket.send_to(&response.to_vec().unwrap(), peer);
-            }
-        });
-        DnsServer { addr, answer, stop, thread: Some(thread) }
-    }
-
-    fn set(&self, answer: Answer) {
-        *self.answer.lock().unwrap() = answer;
-    }
-}
-
-impl Drop for DnsServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
 
 fn backend(listen: &str, id: &str) -> (ChildGuard, SocketAddr) {
     spawn_reference_backend(listen, id, &[])

@@ -413,12 +413,16 @@ pub fn storm(
     let progress = !args.quiet;
     let processes = args.processes;
     let load = std::thread::spawn(move || fleet::run(&spec, processes, progress));
+    // The most held before the storm: read at the storm moment itself, the snapshot (taken
+    // every 50 ms) may already show the drop that the clients make at that same moment.
     let open_before = {
         let at = conn::instant_at(storm_at);
+        let mut most = 0;
         while Instant::now() < at && !control::stopping() {
+            most = most.max(fleet::live().open);
             std::thread::sleep(Duration::from_millis(20));
         }
-        fleet::live().open
+        most
     };
     if let Some(stop) = kill_node
         && mode != StormMode::Drop

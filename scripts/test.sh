@@ -3,7 +3,7 @@
 # replay of the committed fuzz corpus, the golden vectors of docs/protocol.md, and end-to-end
 # tests against real servers the tests start themselves (redis-server, the gateway and
 # reference backends, a DNS responder, and nginx and HAProxy for the benchmark comparison's
-# smoke test), WebSocket tests with real clients (Python `websockets`, Node `ws`), the Autobahn
+# smoke test, Prometheus and promtool for monitoring/), WebSocket tests with real clients (Python `websockets`, Node `ws`), the Autobahn
 # TestSuite's cases (`kosoku`), and the
 # TypeScript SDK's tests in clients/js. Installs what those need on a fresh Debian machine.
 set -euo pipefail
@@ -18,6 +18,8 @@ command -v nginx >/dev/null || need+=(nginx)
 command -v haproxy >/dev/null || need+=(haproxy)
 # Headless Chromium for the SDK's browser test (gateway/tests/websocket.rs).
 command -v chromium >/dev/null || need+=(chromium)
+# promtool and a real Prometheus for monitoring/'s rules and gateway/tests/monitoring.rs.
+command -v promtool >/dev/null || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "scripts/test.sh: install ${need[*]} (Debian packages) first, or run as root" >&2

@@ -46,6 +46,8 @@ pub struct Gateway {
     admission: Arc<crate::admission::Admission>,
     draining: Arc<std::sync::atomic::AtomicBool>,
     drain: crate::config::DrainConfig,
+    /// `limits.max_connections` as last loaded, for the admin endpoint.
+    max_connections: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// What a drain did.
@@ -85,6 +87,10 @@ impl Gateway {
     /// Starts one worker per listener (see [`crate::listener::bind_group`]).
     pub fn start(config: Config, listeners: Vec<std::net::TcpListener>) -> io::Result<Gateway> {
         let local_addr = listeners.first().ok_or_else(|| io::Error::other("no listener"))?.local_addr()?;
+        // Before anything creates a metric handle: a handle made before the recorder exists
+        // counts into nothing (the relay's and the API's are made on this thread, while the
+        // workers that also install it start on their own).
+        crate::metrics::install();
         let mut config = config;
         config.workers = listeners.len();
         let config = Arc::new(config);
@@ -146,7 +152,7 @@ impl Gateway {
         // The open-file limit caps connections too: refuse (server_overloaded) before
         // accept(2) starts failing.
         let files = crate::admission::file_capacity(crate::admission::open_files());
-        let capacity = files.map_or(config.max_connections, |f| f.min(config.max_connections));
+        let max_connections = Arc::new(std::sync::atomic::AtomicUsize::new(config.max_connections));
         if let Some(files) = files
             && files < config.max_connections
         {
@@ -217,7 +223,9 @@ impl Gateway {
                     dns: discovery.as_ref().map(|d| d.state.clone()),
                     draining: draining.clone(),
                     connections: node_active.clone(),
-                    capacity: (capacity < config.max_connections).then_some(capacity),
+                    max_connections: max_connections.clone(),
+                    file_capacity: files,
+                    page: Default::default(),
                 };
                 Some((crate::control::plane::bind(addr)?, view))
             }
@@ -261,6 +269,7 @@ impl Gateway {
             api_addr,
             draining,
             drain: config.drain.clone(),
+            max_connections,
             config: Mutex::new(config.clone()),
         })
     }
@@ -335,7 +344,8 @@ impl Gateway {
         new.workers = current.workers;
         let old = current.clone();
         let mut restart = Vec::new();
-        let checks: [(&'static str, bool); 14] = [
+        let checks: [(&'static str, bool); 15] = [
+            ("log.format", old.log_format != new.log_format),
             ("listen.api", old.api_listen != new.api_listen),
             ("api", old.api != new.api),
             ("listen.ws", old.listen_ws != new.listen_ws),
@@ -384,6 +394,7 @@ impl Gateway {
             self.apply_discovery(&new_b.discovery);
         }
         self.admission.set_limits(new.admission.clone());
+        self.max_connections.store(new.max_connections, std::sync::atomic::Ordering::Relaxed);
         for inbox in &self.inboxes {
             let _ = inbox.send(WorkerMsg::Reload(new.clone()));
         }
@@ -430,7 +441,7 @@ impl Gateway {
     pub fn drain(&self) -> DrainReport {
         let started = std::time::Instant::now();
         self.draining.store(true, Ordering::Relaxed);
-        tracing::warn!(delay = ?self.drain.delay, rate = self.drain.rate, "draining");
+        tracing::warn!(delay_ms = self.drain.delay.as_millis() as u64, rate = self.drain.rate, "draining");
         std::thread::sleep(self.drain.delay);
         for inbox in &self.inboxes {
             let _ = inbox.send(WorkerMsg::StopAccepting);

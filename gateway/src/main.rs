@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
 use ringgate::auth::token::{self, Claims};
-use ringgate::config::AuthMode;
+use ringgate::config::{AuthMode, LogFormat};
 use ringgate::{Config, Gateway, listener};
 
 #[derive(Parser)]
@@ -149,23 +149,18 @@ fn set_log_level(level: &str) {
 }
 
 fn main() -> ExitCode {
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-    let from_env = tracing_subscriber::EnvFilter::try_from_env("RINGGATE_LOG").ok();
-    let pinned = from_env.is_some();
-    let (filter, handle) =
-        tracing_subscriber::reload::Layer::new(from_env.unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info")));
-    let _ = LOG.set((handle, pinned));
-    tracing_subscriber::registry()
-        .with(filter)
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
-        )
-        .init();
-    match run(Cli::parse().command) {
+    let command = Cli::parse().command;
+    // `run` starts logging once its config says how (log.format); everything else logs text.
+    if !matches!(command, Command::Run { .. }) {
+        init_logging(LogFormat::Text);
+    }
+    match run(command) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if JSON_LOGS.get().is_some() => {
+            // A log pipeline parses every line; the reason the node stopped is one of them.
+            tracing::error!(error = %e, "ringgate stopped");
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("ringgate: {e}");
             ExitCode::FAILURE
@@ -173,9 +168,39 @@ fn main() -> ExitCode {
     }
 }
 
+/// Set once logging writes JSON lines.
+static JSON_LOGS: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+
+/// Logs go to stderr: text (ANSI colours only on a terminal) or one JSON object per line.
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let from_env = tracing_subscriber::EnvFilter::try_from_env("RINGGATE_LOG").ok();
+    let pinned = from_env.is_some();
+    let (filter, handle) =
+        tracing_subscriber::reload::Layer::new(from_env.unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info")));
+    let _ = LOG.set((handle, pinned));
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(filter);
+    match format {
+        LogFormat::Text => registry.with(layer.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))).init(),
+        // An event's fields sit beside timestamp, level and target (flattened); spans are left
+        // out, as the gateway puts what a line is about in its own fields.
+        LogFormat::Json => {
+            let _ = JSON_LOGS.set(());
+            registry.with(layer.json().flatten_event(true).with_current_span(false).with_span_list(false)).init()
+        }
+    }
+}
+
 fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
     match command {
-        Command::Run { config } => serve(&config.unwrap_or_else(|| PathBuf::from("config/ringgate.toml"))),
+        Command::Run { config } => {
+            let path = config.unwrap_or_else(|| PathBuf::from("config/ringgate.toml"));
+            let config = Config::load(&path)?;
+            init_logging(config.log_format);
+            serve(config, &path)
+        }
         Command::ReferenceBackend { listen, id, window, redis, redis_prefix } => {
             let lookups =
                 redis.map(|url| ringgate::backend::server::spawn_registry_lookups(url, redis_prefix)).transpose()?;
@@ -280,8 +305,7 @@ fn percent_encode(segment: &str) -> String {
     percent_encoding::utf8_percent_encode(segment, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
-fn serve(path: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
-    let config = Config::load(path)?;
+fn serve(config: Config, path: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
     if config.auth == AuthMode::None {
         tracing::warn!(
             "auth.mode = \"none\": ANY client is accepted as the user it claims; never use this in production"
@@ -296,7 +320,12 @@ fn serve(path: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
     let drain = signals.block_on(wait_for_stop(&gateway, path));
     if drain {
         let report = gateway.drain();
-        tracing::info!(?report, "drained");
+        tracing::info!(
+            connections = report.connections,
+            left_at_deadline = report.left_at_deadline,
+            elapsed_ms = report.elapsed.as_millis() as u64,
+            "drained"
+        );
     }
     tracing::info!("shutting down");
     gateway.shutdown();

@@ -268,7 +268,9 @@ impl WorkerMetrics {
 
 /// Node-level gauges read at scrape time (the control plane's state).
 pub fn set_node_gauges(node: &NodeGauges) {
-    gauge!("ringgate_info", "driver" => node.driver, "node" => node.node_id.clone()).set(1.0);
+    gauge!("ringgate_info", "driver" => node.driver, "node" => node.node_id.clone(), "backend" => node.backend)
+        .set(1.0);
+    gauge!("ringgate_connections_capacity").set(node.capacity as f64);
     gauge!("ringgate_ready").set(f64::from(u8::from(node.ready)));
     gauge!("ringgate_draining").set(f64::from(u8::from(node.draining)));
     if let Some(r) = &node.registry {
@@ -294,6 +296,9 @@ pub fn set_node_gauges(node: &NodeGauges) {
 #[derive(Debug, Clone)]
 pub struct NodeGauges {
     pub driver: &'static str,
+    /// `embedded` (the in-process backend) or `links` (backends over links).
+    pub backend: &'static str,
+    pub capacity: usize,
     pub node_id: String,
     pub ready: bool,
     pub draining: bool,

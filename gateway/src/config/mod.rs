@@ -30,6 +30,16 @@ pub use settings::{
 };
 use value::{Extract, boolean, duration_in, int_in, non_empty_string, socket_addr, string};
 
+/// How log lines are written (`log.format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// One human-readable line per event (tracing's default format).
+    #[default]
+    Text,
+    /// One JSON object per line (docs/deploy.md, "Logs").
+    Json,
+}
+
 /// Which io driver the workers use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IoDriver {
@@ -123,6 +133,8 @@ pub struct Config {
     pub admission: AdmissionLimits,
     /// tracing filter, like "info" or "ringgate=debug,info" (RINGGATE_LOG overrides).
     pub log_level: String,
+    /// Needs a restart to change.
+    pub log_format: LogFormat,
     pub drain: DrainConfig,
     /// A TLS listener beside the plain one (`listen.tls`).
     pub listen_tls: Option<SocketAddr>,
@@ -261,6 +273,7 @@ impl Config {
                 let level = string(v)?;
                 tracing_subscriber::EnvFilter::try_new(&level).map(|_| level.clone()).map_err(|e| e.to_string())
             }),
+            log_format: x.get("log.format", raw.log.format, LogFormat::Text, log_format),
         }
     }
 }

@@ -55,6 +55,7 @@ pub(super) struct RawQuic {
 #[serde(default)]
 pub(super) struct RawLog {
     pub(super) level: Option<Value>,
+    pub(super) format: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -19,6 +19,14 @@ pub(super) fn device_policy(v: &Value) -> Result<DevicePolicy, String> {
     }
 }
 
+pub(super) fn log_format(v: &Value) -> Result<LogFormat, String> {
+    match string(v)?.as_str() {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        other => Err(format!("{other:?} is not one of \"text\", \"json\"")),
+    }
+}
+
 pub(super) fn io_driver(v: &Value) -> Result<IoDriver, String> {
     match string(v)?.as_str() {
         "auto" => Ok(IoDriver::Auto),

@@ -4,4 +4,5 @@
 
 pub mod admin;
 pub mod dns;
+pub mod page;
 pub mod plane;

@@ -358,6 +358,14 @@ impl Worker {
             }
             Err((reason, message)) => {
                 self.metrics.auth_failed(reason);
+                tracing::debug!(
+                    target: "ringgate::auth",
+                    conn = id,
+                    transport = conn.io.transport().name(),
+                    reason = reason.name().unwrap_or("other"),
+                    detail = %message,
+                    "login refused"
+                );
                 // Only the client's faults: a node that cannot check logins (Redis down with
                 // fail_open off) or a key removed too early must not ban whole NATs.
                 if conn.peer != 0 && matches!(reason, ReasonCode::AUTH_INVALID | ReasonCode::AUTH_EXPIRED) {
@@ -455,6 +463,16 @@ impl Worker {
         self.stats.closed_with(reason);
         self.metrics.active[conn.io.transport() as usize].decrement(1.0);
         self.metrics.closed(reason);
+        // For log pipelines (docs/deploy.md, "Logs"); off unless `ringgate::conn=debug`.
+        tracing::debug!(
+            target: "ringgate::conn",
+            conn = id,
+            transport = conn.io.transport().name(),
+            reason = reason.name().unwrap_or("other"),
+            user = conn.identity.as_ref().map(|i| &*i.user_id),
+            device = conn.identity.as_ref().map(|i| &*i.device_id),
+            "connection closed"
+        );
         let authenticated = conn.identity.is_some();
         if !authenticated {
             self.unauthenticated.left(conn.io.transport().is_tls());

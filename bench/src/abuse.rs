@@ -281,7 +281,7 @@ fn quic_client_config() -> Option<quinn_proto::ClientConfig> {
 fn refusals(admin: SocketAddr) -> Value {
     let mut out = serde_json::Map::new();
     let Ok(mut s) = TcpStream::connect(admin) else { return Value::Object(out) };
-    let _ = write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let _ = write!(s, "GET /metrics HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
     let mut text = String::new();
     let _ = s.read_to_string(&mut text);
     for line in text.lines().filter(|l| l.starts_with("ringgate_admission_refused_total{")) {

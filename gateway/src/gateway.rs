@@ -220,12 +220,15 @@ impl Gateway {
                     stats: stats.clone(),
                     embedded_backend: config.backend.is_none(),
                     registry: registry.as_ref().map(|r| r.state.clone()),
+                    registry_fail_open: config.redis.as_ref().is_some_and(|r| r.fail_open),
                     dns: discovery.as_ref().map(|d| d.state.clone()),
                     draining: draining.clone(),
                     connections: node_active.clone(),
                     max_connections: max_connections.clone(),
                     file_capacity: files,
                     page: Default::default(),
+                    key: config.admin.key.as_ref().map(|k| crate::http::BearerKeys::new([k])),
+                    hosts: config.admin.hosts.clone().into(),
                 };
                 Some((crate::control::plane::bind(addr)?, view))
             }
@@ -242,9 +245,27 @@ impl Gateway {
         let api_addr = api.as_ref().and_then(|(l, _)| l.local_addr().ok());
         let setup = crate::control::plane::PlaneSetup { admin, api, relay, remote, forwards: forward_rx };
         let plane = start_plane(setup)?;
-        tracing::info!(node = %config.node_id, %local_addr, ?tls_addr, ?ws_addr, ?wss_addr, ?quic_addr, driver, workers = workers.len(), "gateway started");
+        let addr = |a: Option<SocketAddr>| a.map(|a| a.to_string());
+        tracing::info!(
+            node = %config.node_id,
+            %local_addr,
+            tls = addr(tls_addr).as_deref(),
+            ws = addr(ws_addr).as_deref(),
+            wss = addr(wss_addr).as_deref(),
+            quic = addr(quic_addr).as_deref(),
+            driver,
+            workers = workers.len(),
+            "gateway started"
+        );
         if let Some(addr) = admin_addr {
             tracing::info!(%addr, "admin listening");
+            if !addr.ip().is_loopback() {
+                tracing::warn!(
+                    %addr,
+                    "the admin endpoint is reachable beyond this host: its GETs (metrics, status) are open to \
+                     whoever reaches it, POSTs need admin.key; firewall it to your scrapers"
+                );
+            }
         }
         if let Some(addr) = api_addr {
             tracing::info!(%addr, "api listening");
@@ -344,7 +365,8 @@ impl Gateway {
         new.workers = current.workers;
         let old = current.clone();
         let mut restart = Vec::new();
-        let checks: [(&'static str, bool); 15] = [
+        let checks: [(&'static str, bool); 16] = [
+            ("admin", old.admin != new.admin),
             ("log.format", old.log_format != new.log_format),
             ("listen.api", old.api_listen != new.api_listen),
             ("api", old.api != new.api),

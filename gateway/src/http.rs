@@ -3,12 +3,14 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use sha2::{Digest, Sha256};
 
 pub type Request = hyper::Request<Incoming>;
 pub type Response = hyper::Response<Full<Bytes>>;
@@ -23,21 +25,69 @@ pub fn respond(status: u16, content_type: &str, body: impl Into<Bytes>) -> Respo
     response
 }
 
+/// Bearer keys a request may present (`Authorization: Bearer KEY`), kept as SHA-256 digests
+/// and compared without an early exit.
+#[derive(Debug, Clone, Default)]
+pub struct BearerKeys(Vec<[u8; 32]>);
+
+impl BearerKeys {
+    pub fn new<'a>(keys: impl IntoIterator<Item = &'a String>) -> BearerKeys {
+        BearerKeys(keys.into_iter().map(|k| Sha256::digest(k.as_bytes()).into()).collect())
+    }
+
+    /// True when `headers` carry one of the keys.
+    pub fn admit(&self, headers: &hyper::HeaderMap) -> bool {
+        let header = headers.get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let Some(key) = header.and_then(|h| h.strip_prefix("Bearer ")) else { return false };
+        let digest: [u8; 32] = Sha256::digest(key.trim().as_bytes()).into();
+        self.0.iter().fold(false, |found, k| found | (*k == digest))
+    }
+}
+
+/// Bounds of one HTTP listener: a client cannot hold more than `max_connections` of the
+/// node's files, nor one for longer than `header_timeout` without completing a request head
+/// (hyper starts that clock when it waits for a head, so idle keep-alive connections are
+/// closed by it too).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Label of `ringgate_http_refused_total{listener}` and of the log.
+    pub name: &'static str,
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+}
+
 /// Accepts on `listener` and serves each connection with `handler` until the runtime stops.
-pub async fn serve<H, F>(listener: tokio::net::TcpListener, handler: H)
+pub async fn serve<H, F>(listener: tokio::net::TcpListener, limits: Limits, handler: H)
 where
     H: Fn(Request) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response> + Send + 'static,
 {
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let refused = metrics::counter!("ringgate_http_refused_total", "listener" => limits.name);
+    let mut last_warned: Option<Instant> = None;
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(e) => {
                 // Out of files, usually: back off instead of spinning on the error.
-                tracing::warn!(error = %e, "control-plane accept failed");
+                tracing::warn!(error = %e, listener = limits.name, "control-plane accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // Full: close at once rather than queue, so the file is given back now.
+            refused.increment(1);
+            if last_warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                last_warned = Some(Instant::now());
+                tracing::warn!(
+                    listener = limits.name,
+                    max_connections = limits.max_connections,
+                    "HTTP connection refused: the listener holds as many as it may (logged once per 10 s)"
+                );
+            }
+            drop(stream);
+            continue;
         };
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
@@ -48,12 +98,13 @@ where
             });
             let served = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
+                .header_read_timeout(limits.header_timeout)
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
             if let Err(e) = served {
                 tracing::debug!(error = %e, "control-plane connection ended with an error");
             }
+            drop(slot);
         });
     }
 }

@@ -29,9 +29,21 @@ pub fn install() -> Option<&'static PrometheusHandle> {
                 }
             });
             gauge!("ringgate_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+            for status in ADMIN_REFUSALS {
+                let _ = counter!("ringgate_admin_refused_total", "status" => status.to_string());
+            }
             Some(handle)
         })
         .as_ref()
+}
+
+/// Statuses of admin requests refused before they are served: no Host (400), no or a wrong
+/// key on a POST (401), a Host not allowed or a cross-origin request (403).
+const ADMIN_REFUSALS: [u16; 3] = [400, 401, 403];
+
+/// An admin request refused with `status`.
+pub fn admin_refused(status: u16) {
+    counter!("ringgate_admin_refused_total", "status" => status.to_string()).increment(1);
 }
 
 /// The current metrics in Prometheus text format.
@@ -286,6 +298,7 @@ pub fn set_node_gauges(node: &NodeGauges) {
         gauge!("ringgate_dns_failures").set(d.stats.failures as f64);
         gauge!("ringgate_dns_empty_answers").set(d.stats.empty as f64);
         gauge!("ringgate_dns_addresses").set(d.current.len() as f64);
+        gauge!("ringgate_dns_last_lookup_ok").set(f64::from(u8::from(d.last_ok)));
         if let Some(t) = d.last_good {
             gauge!("ringgate_dns_last_good_age_seconds").set(t.elapsed().as_secs_f64());
         }

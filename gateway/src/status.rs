@@ -42,6 +42,8 @@ pub struct DiscoveryState {
     pub current: Vec<SocketAddr>,
     /// When an answer last carried addresses.
     pub last_good: Option<std::time::Instant>,
+    /// The latest lookup carried addresses (false after a failure or an empty answer).
+    pub last_ok: bool,
 }
 
 /// What the registry task has seen, for tests, readiness and (later) metrics.

@@ -204,12 +204,12 @@ fn a_real_prometheus_fires_the_no_backend_alert_and_resolves_it() {
     let dir = tempdir::Dir::new();
     let (mut backend, backend_addr) = spawn_reference_backend("127.0.0.1:0", "be-1", &[]);
     let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let (mut gw, _) = child_gateway(
+    let (mut gw, addr) = child_gateway(
         dir.path(),
         "node",
         &format!(
             "[node]\nid = \"prom-node\"\n[listen]\ntcp = \"127.0.0.1:0\"\nadmin = \"{admin}\"\n\
-             [auth]\nmode = \"none\"\n\
+             [auth]\nmode = \"none\"\n[drain]\ndelay = \"30s\"\n\
              [backend]\naddresses = [\"{backend_addr}\"]\nconnect_timeout = \"500ms\"\nreconnect_max = \"200ms\"\n"
         ),
     );
@@ -248,6 +248,17 @@ fn a_real_prometheus_fires_the_no_backend_alert_and_resolves_it() {
         "links up in Prometheus:\n{}",
         prom_log()
     );
+    // Every dashboard expression runs (not only parses) against the node's real series.
+    std::thread::sleep(Duration::from_secs(3));
+    let mut answered = 0;
+    for (title, expr) in expressions(&dashboard()) {
+        let expr = expr.replace("$__rate_interval", "1m").replace("$job", "ringgate.*").replace("$instance", ".*");
+        let query: String = form_urlencoded::byte_serialize(expr.as_bytes()).collect();
+        let (status, body) = http(prometheus, "GET", &format!("/api/v1/query?query={query}"));
+        assert!(status == 200 && body.contains("\"status\":\"success\""), "{title}: {expr}: {body}");
+        answered += usize::from(!body.contains("\"result\":[]"));
+    }
+    assert!(answered >= 25, "{answered} dashboard expressions have data on a live node");
     let (status, rules) = http(prometheus, "GET", "/api/v1/rules");
     assert!(status == 200 && rules.contains("RinggateNoBackendLink"), "the shipped rules are loaded: {rules}");
     std::thread::sleep(Duration::from_secs(2));
@@ -277,6 +288,17 @@ fn a_real_prometheus_fires_the_no_backend_alert_and_resolves_it() {
         "resolved: {:?}",
         alerts(prometheus)
     );
+
+    // A drain: the dashboard's drain panel shows the connection still on the node.
+    let mut held = TestClient::connect_with(addr, ClientConfig::new("", "u1", "d1"));
+    assert!(matches!(held.next_event(T), Some(ClientEvent::Authenticated(_))));
+    assert_eq!(http(admin, "POST", "/drain").0, 202);
+    let (_, drain_expr) = expressions(&dashboard()).into_iter().find(|(t, _)| t == "Drain progress").unwrap();
+    let drain_expr =
+        drain_expr.replace("$__rate_interval", "1m").replace("$job", "ringgate.*").replace("$instance", ".*");
+    let query: String = form_urlencoded::byte_serialize(drain_expr.as_bytes()).collect();
+    let draining = || http(prometheus, "GET", &format!("/api/v1/query?query={query}")).1;
+    assert!(eventually(Duration::from_secs(10), || draining().contains("\"1\"]")), "{drain_expr}: {}", draining());
 
     // A node that stops answering scrapes: RinggateNodeNotScraped goes pending (it fires
     // after its `for: 2m`, which the unit tests cover).
@@ -314,6 +336,21 @@ fn the_status_page_shows_the_node_s_real_figures_in_chromium() {
     for c in clients.iter_mut().take(5) {
         for k in 0..10 {
             c.echo(format!("message {k}").as_bytes());
+        }
+    }
+    // Three the backend refuses (the reference backend's `reject` key): Ack errors.
+    let rejecter = &mut clients[6];
+    for _ in 0..3 {
+        let seq = rejecter.send(Some("reject"), b"no");
+        loop {
+            match rejecter.next_event(T) {
+                Some(ClientEvent::Ack { seq: s, code, .. }) if s == seq => {
+                    assert_eq!(code, ringgate_codec::ReasonCode::BACKEND_REJECTED);
+                    break;
+                }
+                Some(_) => {}
+                None => panic!("no Ack"),
+            }
         }
     }
     // One more keeps echoing while the page watches, for its rates and its p99.
@@ -356,14 +393,14 @@ fn the_status_page_shows_the_node_s_real_figures_in_chromium() {
     assert_eq!(shown["capacity"], "5,000");
     assert_eq!(shown["transports"], serde_json::json!({"tcp": "20"}));
     assert_eq!(shown["logins_total"], "20");
-    // The page's last poll was during the steady echoes: between the 50 and all of them.
+    // The page's last poll was during the steady echoes: between the 53 and all of them.
     let sends: u64 = shown["sends_total"].as_str().unwrap().replace(',', "").parse().unwrap();
-    assert!(sends > 50 && sends <= 50 + steady_sent, "{sends} of 50 + {steady_sent}");
-    assert_eq!(sum("ringgate_sends_total", &[]), 50 + steady_sent, "/metrics agrees with the load");
+    assert!(sends > 53 && sends <= 53 + steady_sent, "{sends} of 53 + {steady_sent}");
+    assert_eq!(sum("ringgate_sends_total", &[]), 53 + steady_sent, "/metrics agrees with the load");
     let rate: f64 = shown["sends_rate"].as_str().unwrap().parse().unwrap();
     assert!(rate > 1.0 && rate < 100.0, "one echo per ~20 ms at most: {rate}");
-    let errors = sum("ringgate_acks_total", &[]) - sum("ringgate_acks_total", &["reason=\"ok\""]);
-    assert_eq!(shown["ack_errors"], errors.to_string());
+    assert_eq!(shown["ack_errors"], "3");
+    assert_eq!(sum("ringgate_acks_total", &["reason=\"backend_rejected\""]), 3);
     let p99 = shown["p99"].as_str().unwrap();
     assert!(p99.ends_with(" ms") || p99.ends_with(" s"), "a p99 from the load's Sends: {p99}");
     assert_eq!(shown["links"], "embedded backend");

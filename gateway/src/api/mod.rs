@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use sha2::{Digest, Sha256};
 
 use crate::config::ApiSettings;
 use crate::http::{Request, Response, respond};
@@ -27,10 +26,17 @@ pub struct Api {
     relay: Relay,
     /// SHA-256 of each accepted key: a request's key is hashed and compared to these, so the
     /// comparison time says nothing about the keys.
-    keys: Vec<[u8; 32]>,
+    keys: crate::http::BearerKeys,
     limits: body::Limits,
     metrics: ApiMetrics,
 }
+
+/// The API's listener: backends keep pools of keep-alive connections, so room for many.
+pub const LIMITS: crate::http::Limits =
+    crate::http::Limits { name: "api", max_connections: 1024, header_timeout: std::time::Duration::from_secs(10) };
+
+/// How long a request body may take to arrive.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Endpoints, as the metrics label them.
 const ENDPOINTS: [&str; 9] =
@@ -68,7 +74,7 @@ impl Api {
     /// The API of this node: `max_frame_len` bounds push payloads (a client would refuse a
     /// larger frame).
     pub fn new(relay: Relay, settings: &ApiSettings, max_frame_len: usize) -> Api {
-        let keys = settings.keys.iter().map(|k| Sha256::digest(k.as_bytes()).into()).collect();
+        let keys = crate::http::BearerKeys::new(&settings.keys);
         Api { relay, keys, limits: body::Limits::for_frame_len(max_frame_len), metrics: ApiMetrics::new() }
     }
 
@@ -76,7 +82,7 @@ impl Api {
     pub async fn handle(self: Arc<Self>, request: Request) -> Response {
         let started = Instant::now();
         let format = Format::of(request.headers());
-        let (endpoint, response) = match self.authorized(&request) {
+        let (endpoint, response) = match self.keys.admit(request.headers()) {
             false => ("unauthorized", problem(format, &Problem::Unauthorized)),
             true => {
                 let method = request.method().clone();
@@ -102,16 +108,13 @@ impl Api {
         response
     }
 
-    fn authorized(&self, request: &Request) -> bool {
-        let header = request.headers().get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        let Some(key) = header.and_then(|h| h.strip_prefix("Bearer ")) else { return false };
-        let digest: [u8; 32] = Sha256::digest(key.trim().as_bytes()).into();
-        self.keys.iter().fold(false, |found, k| found | (*k == digest))
-    }
-
     async fn read(&self, request: Request) -> Result<Bytes, Problem> {
         let limited = http_body_util::Limited::new(request.into_body(), self.limits.body);
-        match limited.collect().await {
+        // A body sent a byte at a time must not hold a connection slot for long.
+        let Ok(read) = tokio::time::timeout(BODY_TIMEOUT, limited.collect()).await else {
+            return Err(Problem::Bad(format!("request body not complete within {} s", BODY_TIMEOUT.as_secs())));
+        };
+        match read {
             Ok(collected) => Ok(collected.to_bytes()),
             Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
                 Err(Problem::TooLarge(format!("request body over the limit of {} bytes", self.limits.body)))

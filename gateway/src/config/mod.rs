@@ -25,8 +25,8 @@ pub use value::parse_duration;
 use raw::Raw;
 use sections::*;
 pub use settings::{
-    AdmissionLimits, ApiSettings, DevicePolicy, DnsTarget, DnsTimers, QuicSettings, RedisTarget, TlsSettings,
-    TlsVersions, WsRules,
+    AdminSettings, AdmissionLimits, ApiSettings, DevicePolicy, DnsTarget, DnsTimers, QuicSettings, RedisTarget,
+    TlsSettings, TlsVersions, WsRules,
 };
 use value::{Extract, boolean, duration_in, int_in, non_empty_string, socket_addr, string};
 
@@ -126,6 +126,7 @@ pub struct Config {
     pub advertise: String,
     /// The admin HTTP endpoint (metrics, health, drain); `None` = off.
     pub admin_listen: Option<SocketAddr>,
+    pub admin: AdminSettings,
     /// The server API (docs/api.md); `None` = off.
     pub api_listen: Option<SocketAddr>,
     pub api: ApiSettings,
@@ -225,6 +226,8 @@ impl Config {
             );
         }
         let api_listen = raw.listen.api.and_then(|v| x.get("listen.api", Some(v), None, |v| socket_addr(v).map(Some)));
+        let admin_listen =
+            raw.listen.admin.and_then(|v| x.get("listen.admin", Some(v), None, |v| socket_addr(v).map(Some)));
         let api_settings = api(raw.api, x);
         if api_listen.is_some() && api_settings.keys.is_empty() {
             x.invalid("api.keys", "listen.api needs at least one key: [api] keys = [\"...\"] (16+ characters)");
@@ -240,10 +243,8 @@ impl Config {
             node_id: x.get("node.id", raw.node.id, default_node_id(), node_id),
             advertise: x.get("node.advertise", raw.node.advertise, listen_tcp.to_string(), non_empty_string),
             listen_tcp,
-            admin_listen: raw
-                .listen
-                .admin
-                .and_then(|v| x.get("listen.admin", Some(v), None, |v| socket_addr(v).map(Some))),
+            admin_listen,
+            admin: admin(raw.admin, admin_listen, x),
             api_listen,
             api: api_settings,
             admission: admission_limits,

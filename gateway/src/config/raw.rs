@@ -23,6 +23,14 @@ pub(super) struct Raw {
     pub(super) ws: Option<RawWs>,
     pub(super) quic: RawQuic,
     pub(super) api: RawApi,
+    pub(super) admin: RawAdmin,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawAdmin {
+    pub(super) key: Option<Value>,
+    pub(super) hosts: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -155,12 +155,21 @@ pub(super) fn drain(raw: RawDrain, x: &mut Extract) -> DrainConfig {
     }
 }
 
+/// A URL the Redis client takes: `redis://`, `rediss://` (TLS) or `unix://` / `redis+unix://`.
+fn redis_url(url: &str) -> Result<String, String> {
+    redis::Client::open(url)
+        .map(|_| url.to_owned())
+        .map_err(|e| format!("{url:?} is not a Redis URL like \"redis://host:6379\" ({e})"))
+}
+
 pub(super) fn redis(raw: RawRedis, x: &mut Extract) -> RedisTarget {
     let cluster = x.get("redis.cluster", raw.cluster, Vec::new(), |v| {
         let list = v.as_array().ok_or_else(|| format!("expected an array of redis:// URLs, found {}", v.type_str()))?;
-        list.iter().map(string).collect()
+        let urls: Vec<String> = list.iter().map(string).collect::<Result<_, _>>()?;
+        let bad: Vec<String> = urls.iter().filter_map(|u| redis_url(u).err()).collect();
+        if bad.is_empty() { Ok(urls) } else { Err(bad.join("; ")) }
     });
-    let url = x.get("redis.url", raw.url, String::new(), non_empty_string);
+    let url = x.get("redis.url", raw.url, String::new(), |v| redis_url(&non_empty_string(v)?));
     if url.is_empty() == cluster.is_empty() {
         x.invalid("redis", "give either url = \"redis://host:port\" or cluster = [...], exactly one");
     }
@@ -322,6 +331,37 @@ pub(super) fn api(raw: RawApi, x: &mut Extract) -> ApiSettings {
         duration_in(Duration::from_millis(10), Duration::from_secs(60)),
     );
     ApiSettings { keys, timeout }
+}
+
+pub(super) fn admin(raw: RawAdmin, listen: Option<SocketAddr>, x: &mut Extract) -> AdminSettings {
+    let key = raw.key.and_then(|v| {
+        x.get("admin.key", Some(v), None, |v| match v.as_str() {
+            Some(k) if k.len() >= 16 && k.bytes().all(|b| b.is_ascii_graphic()) => Ok(Some(k.to_owned())),
+            _ => Err("expected a key of at least 16 printable characters".into()),
+        })
+    });
+    let hosts = x.get("admin.hosts", raw.hosts, Vec::new(), |v| {
+        let list = v.as_array().ok_or("a list of host names like [\"gw1.example.internal\"]")?;
+        list.iter()
+            .map(|h| match h.as_str() {
+                Some(h) if !h.is_empty() && !h.contains([':', '/', ' ']) => Ok(h.to_ascii_lowercase()),
+                _ => Err(format!("{h} is not a host name (no port, no scheme)")),
+            })
+            .collect()
+    });
+    if let Some(addr) = listen
+        && !addr.ip().is_loopback()
+        && key.is_none()
+    {
+        x.invalid(
+            "admin.key",
+            format!(
+                "listen.admin = \"{addr}\" is reachable beyond this host: set admin.key (16+ characters), which \
+                 POST /drain then needs, or listen on 127.0.0.1"
+            ),
+        );
+    }
+    AdminSettings { key, hosts }
 }
 
 pub(super) fn admission(raw: &mut RawLimits, x: &mut Extract) -> AdmissionLimits {

@@ -46,6 +46,15 @@ pub struct ApiSettings {
     pub timeout: Duration,
 }
 
+/// `[admin]`: who may use the admin endpoint (docs/deploy.md, "The admin endpoint").
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AdminSettings {
+    /// Bearer key every POST needs (required when `listen.admin` is not a loopback address).
+    pub key: Option<String>,
+    /// Host names requests may carry besides IP literals and `localhost` (DNS rebinding).
+    pub hosts: Vec<String>,
+}
+
 /// Where to find the backends by DNS.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DnsTarget {

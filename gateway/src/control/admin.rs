@@ -7,13 +7,23 @@
 //! - `POST /drain`: starts draining (`/readyz` fails from then on, so LVS health checks and
 //!   DNS-based balancers stop sending new clients);
 //! - `GET /` and `GET /status.json`: the node's status page ([`super::page`]).
+//!
+//! Every request is refused unless its `Host` is an IP address, `localhost` or one of
+//! `admin.hosts` (a browser tricked by DNS rebinding sends the attacker's name), and unless
+//! its `Origin`, when it has one, is that same host (a cross-origin form or fetch from a page
+//! elsewhere). With `admin.key` set, a POST needs `Authorization: Bearer KEY`; a node whose
+//! admin address is not loopback does not start without one. At most [`LIMITS`] connections
+//! at once, each closed when a request head does not arrive in time.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use hyper::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, HeaderValue};
+use std::time::Duration;
+
+use hyper::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, HOST, HeaderValue, ORIGIN};
 
 use super::page::{self, NodeFacts, StatusPage};
+use crate::http::{BearerKeys, Limits};
 use crate::metrics::{NodeGauges, render, set_node_gauges};
 use crate::status::DiscoveryState;
 use crate::status::RegistryState;
@@ -27,6 +37,8 @@ pub struct AdminView {
     pub stats: Vec<Arc<WorkerStats>>,
     pub embedded_backend: bool,
     pub registry: Option<Arc<Mutex<RegistryState>>>,
+    /// `redis.fail_open`: logins go on while Redis is down, so readiness does too.
+    pub registry_fail_open: bool,
     pub dns: Option<Arc<Mutex<DiscoveryState>>>,
     pub draining: Arc<AtomicBool>,
     /// Connections on the node; `limits.max_connections` (reloadable); the most the
@@ -35,7 +47,14 @@ pub struct AdminView {
     pub max_connections: Arc<AtomicUsize>,
     pub file_capacity: Option<usize>,
     pub page: Arc<StatusPage>,
+    /// `admin.key`, when set.
+    pub key: Option<BearerKeys>,
+    /// `admin.hosts`, lowercase.
+    pub hosts: Arc<[String]>,
 }
+
+/// The admin listener: a few scrapers and operators, never a crowd.
+pub const LIMITS: Limits = Limits { name: "admin", max_connections: 64, header_timeout: Duration::from_secs(5) };
 
 impl AdminView {
     /// `Ok` when ready for new clients, else why not.
@@ -43,10 +62,8 @@ impl AdminView {
         if self.draining.load(Ordering::Relaxed) {
             return Err("draining".into());
         }
-        if let Some(r) = &self.registry
-            && !r.lock().is_ok_and(|s| s.up)
-        {
-            return Err("registry unavailable".into());
+        if !self.registry_fail_open && self.registry_down() {
+            return Err("registry unavailable (redis.fail_open = false: logins are refused)".into());
         }
         if let Some(files) = self.file_capacity
             && files < self.max_connections.load(Ordering::Relaxed)
@@ -60,6 +77,17 @@ impl AdminView {
             return Err("no backend reachable".into());
         }
         Ok(())
+    }
+
+    /// Redis is configured and not answering.
+    fn registry_down(&self) -> bool {
+        self.registry.as_ref().is_some_and(|r| !r.lock().is_ok_and(|s| s.up))
+    }
+
+    /// What a ready node says beside "ready": a degradation that does not stop logins.
+    fn degraded(&self) -> Option<&'static str> {
+        (self.registry_fail_open && self.registry_down())
+            .then_some("registry unavailable; logins go on (redis.fail_open), pushes by user or room may miss")
     }
 
     /// The most connections the node takes now.
@@ -78,6 +106,7 @@ impl AdminView {
             driver: self.driver,
             backend: self.backend(),
             readiness: self.readiness(),
+            degraded: self.degraded(),
             draining: self.draining.load(Ordering::Relaxed),
             capacity: self.capacity(),
             links_up: self.links_up(),
@@ -110,8 +139,50 @@ impl AdminView {
     }
 }
 
+/// Why a request may not be served: its status and the reason.
+fn refusal(view: &AdminView, request: &crate::http::Request) -> Option<(u16, &'static str)> {
+    let headers = request.headers();
+    let Some(host) = headers.get(HOST).and_then(|h| h.to_str().ok()) else {
+        return Some((400, "a Host header is needed\n"));
+    };
+    if !host_allowed(host, &view.hosts) {
+        return Some((403, "Host not allowed: use an IP address, localhost, or a name listed in admin.hosts\n"));
+    }
+    if let Some(origin) = headers.get(ORIGIN) {
+        let same =
+            origin.to_str().ok().and_then(|o| o.strip_prefix("http://")).is_some_and(|o| o.eq_ignore_ascii_case(host));
+        if !same {
+            return Some((403, "cross-origin request refused\n"));
+        }
+    }
+    if request.method() == hyper::Method::POST
+        && let Some(key) = &view.key
+        && !key.admit(headers)
+    {
+        return Some((401, "POST needs Authorization: Bearer <admin.key>\n"));
+    }
+    None
+}
+
+/// `host` (with or without its port) is an IP literal, localhost, or one of `allowed`.
+fn host_allowed(host: &str, allowed: &[String]) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => return v6.split(']').next().is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok()),
+        None => {
+            host.rsplit_once(':').map_or(host, |(name, port)| if port.parse::<u16>().is_ok() { name } else { host })
+        }
+    };
+    name.parse::<std::net::Ipv4Addr>().is_ok()
+        || name.eq_ignore_ascii_case("localhost")
+        || allowed.iter().any(|a| a.eq_ignore_ascii_case(name))
+}
+
 /// Serves one admin request.
 pub async fn handle(view: AdminView, request: crate::http::Request) -> crate::http::Response {
+    if let Some((status, why)) = refusal(&view, &request) {
+        crate::metrics::admin_refused(status);
+        return crate::http::respond(status, "text/plain; charset=utf-8", why);
+    }
     match (request.method().as_str(), request.uri().path()) {
         ("GET", "/") => {
             let mut response = crate::http::respond(200, "text/html; charset=utf-8", page::HTML);
@@ -136,9 +207,10 @@ fn respond(view: &AdminView, method: &str, path: &str) -> (u16, String) {
     match (method, path) {
         ("GET", "/metrics") => (200, view.metrics()),
         ("GET", "/healthz") => (200, "ok\n".into()),
-        ("GET", "/readyz") => match view.readiness() {
-            Ok(()) => (200, "ready\n".into()),
-            Err(why) => (503, format!("not ready: {why}\n")),
+        ("GET", "/readyz") => match (view.readiness(), view.degraded()) {
+            (Ok(()), None) => (200, "ready\n".into()),
+            (Ok(()), Some(why)) => (200, format!("ready, degraded: {why}\n")),
+            (Err(why), _) => (503, format!("not ready: {why}\n")),
         },
         ("POST", "/drain") => {
             view.draining.store(true, Ordering::Relaxed);

@@ -80,6 +80,7 @@ pub fn run(
                 _ = stop.recv_async() => return,
             }
             let resolution = resolve(&resolver, &target.name).await;
+            let ok = matches!(resolution, Resolution::Answer { .. });
             match &resolution {
                 Resolution::Failed(e) => {
                     tracing::warn!(name = %target.name, error = %e, "dns resolution failed; keeping the last good set")
@@ -92,6 +93,7 @@ pub fn run(
                 s.stats = set.stats();
                 s.current = set.current();
                 s.last_good = set.last_good();
+                s.last_ok = ok;
             }
             if let Some(addrs) = changed {
                 tracing::info!(name = %target.name, ?addrs, "backend set changed");

@@ -127,6 +127,8 @@ pub struct Status {
     pub ready: bool,
     /// Why not, when not ready.
     pub not_ready: Option<String>,
+    /// What a ready node cannot do now (Redis down with `redis.fail_open`).
+    pub degraded: Option<String>,
     pub draining: bool,
     pub connections: Connections,
     pub links_up: u64,
@@ -200,6 +202,7 @@ pub struct NodeFacts {
     pub driver: &'static str,
     pub backend: &'static str,
     pub readiness: Result<(), String>,
+    pub degraded: Option<&'static str>,
     pub draining: bool,
     pub capacity: usize,
     pub links_up: u64,
@@ -226,11 +229,12 @@ impl StatusPage {
             }
         }
         let (newest_at, newest) = samples.back().cloned().unwrap_or((now, Sample::default()));
-        let (oldest_at, oldest) = samples
-            .iter()
-            .find(|(at, _)| newest_at.duration_since(*at) <= WINDOW)
-            .cloned()
-            .unwrap_or((newest_at, newest.clone()));
+        // The oldest sample within the window; after a pause in polling longer than the
+        // window, the one before the newest (rates over the pause rather than none).
+        let last = samples.len().saturating_sub(1);
+        let within = samples.iter().position(|(at, _)| newest_at.duration_since(*at) <= WINDOW).unwrap_or(last);
+        let from = if within == last { last.saturating_sub(1) } else { within };
+        let (oldest_at, oldest) = samples.get(from).cloned().unwrap_or((newest_at, newest.clone()));
         let window = newest_at.duration_since(oldest_at).as_secs_f64();
         let over_window = rates(&newest, &oldest, window);
         let mut history = Vec::with_capacity(samples.len());
@@ -260,6 +264,7 @@ impl StatusPage {
             backend: facts.backend,
             ready: facts.readiness.is_ok(),
             not_ready: facts.readiness.err(),
+            degraded: facts.degraded.map(str::to_owned),
             draining: facts.draining,
             connections: Connections {
                 total: newest.connections() as u64,

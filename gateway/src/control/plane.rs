@@ -44,8 +44,8 @@ pub fn run(setup: PlaneSetup, stop: flume::Receiver<()>, started: std::sync::mps
         if let Some((listener, view)) = admin {
             match tokio::net::TcpListener::from_std(listener) {
                 Ok(listener) => {
-                    tokio::spawn(crate::http::serve(listener, move |request| {
-                        crate::control::admin::handle(view.clone(), request)
+                    tokio::spawn(crate::http::serve(listener, super::admin::LIMITS, move |request| {
+                        super::admin::handle(view.clone(), request)
                     }));
                 }
                 Err(e) => tracing::error!(error = %e, "admin listener unusable"),
@@ -55,7 +55,9 @@ pub fn run(setup: PlaneSetup, stop: flume::Receiver<()>, started: std::sync::mps
             let api = Arc::new(api);
             match tokio::net::TcpListener::from_std(listener) {
                 Ok(listener) => {
-                    tokio::spawn(crate::http::serve(listener, move |request| api.clone().handle(request)));
+                    tokio::spawn(crate::http::serve(listener, crate::api::LIMITS, move |request| {
+                        api.clone().handle(request)
+                    }));
                 }
                 Err(e) => tracing::error!(error = %e, "api listener unusable"),
             }

@@ -297,6 +297,7 @@ impl Task {
         let mut retry_at = tokio::time::Instant::now();
         let mut reassert = true;
         let mut lease_due = true;
+        let mut log = FailureLog::default();
         loop {
             tokio::select! {
                 op = ops.recv_async() => match op {
@@ -319,7 +320,16 @@ impl Task {
                         reassert = true;
                         backoff.reset();
                     }
-                    _ => retry_at = tokio::time::Instant::now() + backoff.next_delay(),
+                    failed => {
+                        let error = match failed {
+                            Ok(Err(e)) => e.to_string(),
+                            _ => "no answer within 3 s".to_owned(),
+                        };
+                        log.failed("registry cannot connect to redis; retrying", &error);
+                        retry_at = tokio::time::Instant::now() + backoff.next_delay();
+                        self.set_up(false);
+                        self.with_state(|s| s.failures += 1);
+                    }
                 }
             }
             if self.conn.is_some() && (reassert || lease_due || self.batcher.pending_len() > 0) {
@@ -328,9 +338,10 @@ impl Task {
                         reassert = false;
                         lease_due = false;
                         self.set_up(true);
+                        log.recovered();
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "registry write failed; queueing until redis answers");
+                        log.failed("registry write failed; queueing until redis answers", &e.to_string());
                         self.conn = None;
                         retry_at = tokio::time::Instant::now() + backoff.next_delay();
                         self.set_up(false);
@@ -412,6 +423,40 @@ impl Task {
         if let Ok(mut s) = self.state.lock() {
             f(&mut s);
         }
+    }
+}
+
+/// Redis failures in the log at warn: the first at once, then one line per
+/// [`FailureLog::EVERY`] with the count since, and one line when Redis answers again.
+#[derive(Debug, Default)]
+struct FailureLog {
+    failures: u64,
+    since: Option<std::time::Instant>,
+    logged: Option<std::time::Instant>,
+}
+
+impl FailureLog {
+    const EVERY: Duration = Duration::from_secs(30);
+
+    fn failed(&mut self, what: &str, error: &str) {
+        let now = std::time::Instant::now();
+        self.failures += 1;
+        self.since.get_or_insert(now);
+        if self.logged.is_none_or(|t| now.duration_since(t) >= Self::EVERY) {
+            self.logged = Some(now);
+            tracing::warn!(error, failures = self.failures, "{what} (logged once per 30 s)");
+        }
+    }
+
+    fn recovered(&mut self) {
+        if let Some(since) = self.since.take() {
+            tracing::info!(
+                failures = self.failures,
+                down_ms = since.elapsed().as_millis() as u64,
+                "registry: redis answers again"
+            );
+        }
+        *self = FailureLog::default();
     }
 }
 

@@ -50,6 +50,14 @@ pub struct Gateway {
     max_connections: Arc<std::sync::atomic::AtomicUsize>,
 }
 
+/// `auth.jwks_url` and its refresh, when tokens come from a JWKS.
+fn jwks_source(config: &Config) -> Option<crate::auth::token::JwksSource> {
+    match &config.auth {
+        crate::config::AuthMode::Token(rules) => rules.jwks.clone(),
+        crate::config::AuthMode::None => None,
+    }
+}
+
 /// What a drain did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DrainReport {
@@ -148,6 +156,7 @@ impl Gateway {
         let mut stats = Vec::new();
         let mut driver = "unknown";
         let node_active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let jwks = crate::auth::token::JwksKeys::default();
         let admission = Arc::new(crate::admission::Admission::new(config.admission.clone()));
         // The open-file limit caps connections too: refuse (server_overloaded) before
         // accept(2) starts failing.
@@ -183,6 +192,7 @@ impl Gateway {
                 forward: forward_tx.clone(),
                 stats: worker_stats,
                 node_active: node_active.clone(),
+                jwks: jwks.clone(),
                 admission: admission.clone(),
                 file_capacity: files.unwrap_or(usize::MAX),
             };
@@ -243,7 +253,8 @@ impl Gateway {
         };
         let admin_addr = admin.as_ref().and_then(|(l, _)| l.local_addr().ok());
         let api_addr = api.as_ref().and_then(|(l, _)| l.local_addr().ok());
-        let setup = crate::control::plane::PlaneSetup { admin, api, relay, remote, forwards: forward_rx };
+        let jwks = jwks_source(&config).map(|source| (source, jwks));
+        let setup = crate::control::plane::PlaneSetup { admin, api, relay, remote, forwards: forward_rx, jwks };
         let plane = start_plane(setup)?;
         let addr = |a: Option<SocketAddr>| a.map(|a| a.to_string());
         tracing::info!(
@@ -365,9 +376,10 @@ impl Gateway {
         new.workers = current.workers;
         let old = current.clone();
         let mut restart = Vec::new();
-        let checks: [(&'static str, bool); 16] = [
+        let checks: [(&'static str, bool); 17] = [
             ("admin", old.admin != new.admin),
             ("log.format", old.log_format != new.log_format),
+            ("auth.jwks_url", jwks_source(&old) != jwks_source(&new)),
             ("listen.api", old.api_listen != new.api_listen),
             ("api", old.api != new.api),
             ("listen.ws", old.listen_ws != new.listen_ws),

@@ -276,9 +276,10 @@ fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
         }
         Command::Token { config, user, device, platform, kid, ttl } => {
             let config = Config::load(&config)?;
-            let AuthMode::Token { keys, .. } = &config.auth else {
+            let AuthMode::Token(rules) = &config.auth else {
                 return Err("auth.mode is \"none\": no token needed".into());
             };
+            let keys = &rules.secrets;
             let (kid, secret) = match kid {
                 Some(kid) => keys.get_key_value(&kid).ok_or_else(|| format!("no key {kid:?} in auth.keys"))?,
                 None => keys.iter().next().ok_or("no keys in auth.keys")?,

@@ -57,7 +57,8 @@ export interface ClientOptions {
   /** Gateway WebSocket URLs (`wss://host:port/ws`); attempts go round them in order. */
   readonly urls: string | readonly string[];
   /** A token, or a function fetching one: called at the first connect and again whenever the
-   * gateway answers `auth_expired` or `auth_unknown_key`. */
+   * gateway answers `auth_expired` or `auth_unknown_key`, and once after `auth_invalid` (a
+   * token of a rotated-out key; a fresh token refused again ends the client). */
   readonly token: string | (() => string | Promise<string>);
   readonly userId: string;
   readonly deviceId: string;
@@ -181,6 +182,8 @@ export class Client {
   private urlIndex = 0;
   private preferredUrl: string | undefined;
   private token: string | undefined;
+  /** A fresh token was fetched after an auth_invalid, and not yet accepted. */
+  private refetchedAfterInvalid = false;
   private readonly queue: PendingSend[] = [];
   private driving = false;
 
@@ -443,6 +446,7 @@ export class Client {
     switch (ev.type) {
       case "authOk":
         this.attempt = 0;
+        this.refetchedAfterInvalid = false;
         this.setState("connected");
         this.emit("connected", { ...ev.info, url: conn.url });
         return;
@@ -518,6 +522,13 @@ export class Client {
     if (end.by === "local") return backoff();
     if (end.code === Reason.auth_expired || end.code === Reason.auth_unknown_key) {
       if (typeof this.opts.token === "string") return undefined;
+      this.token = undefined;
+      return backoff();
+    }
+    // A gateway answers a token of a retired key auth_invalid (it does not say which key ids
+    // exist): fetch one fresh token and try once; a fresh token refused too is terminal.
+    if (end.code === Reason.auth_invalid && typeof this.opts.token !== "string" && !this.refetchedAfterInvalid) {
+      this.refetchedAfterInvalid = true;
       this.token = undefined;
       return backoff();
     }

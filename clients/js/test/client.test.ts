@@ -318,6 +318,26 @@ test("token function: called again after auth_expired, and after auth_unknown_ke
   assert.equal(calls, 3);
 });
 
+test("token function: one fresh token after auth_invalid (a rotated-out key), then terminal", async () => {
+  let calls = 0;
+  const h = setup({ token: () => `t${++calls}` });
+  h.client.connect();
+  await flush();
+  let ws = FakeWebSocket.last();
+  ws.open();
+  ws.receive(gw.authFail(Reason.auth_invalid), gw.close(Reason.auth_invalid));
+  assert.equal(h.disconnects[0]?.willReconnect, true);
+  h.clock.advance(h.disconnects[0]?.delayMs ?? 0);
+  await flush();
+  ws = FakeWebSocket.last();
+  ws.open();
+  assert.equal(ws.framesOf("auth")[0]?.body.token, "t2");
+  ws.receive(gw.authFail(Reason.auth_invalid), gw.close(Reason.auth_invalid));
+  assert.equal(h.disconnects[1]?.willReconnect, false, "a fresh token refused again ends it");
+  assert.equal(h.client.state, "closed");
+  assert.equal(calls, 2);
+});
+
 test("a static token refused as expired, or auth_invalid, is terminal", async () => {
   for (const reason of [Reason.auth_expired, Reason.auth_invalid]) {
     const h = setup();

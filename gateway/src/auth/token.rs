@@ -1,23 +1,26 @@
-//! Signed client tokens: JWT compact form with HS256 (HMAC-SHA256) and a key id.
+//! Signed client tokens: JWTs in compact form, verified by the `jsonwebtoken` crate.
 //!
 //! ```text
-//! base64url({"alg":"HS256","typ":"JWT","kid":"k1"}) . base64url(claims) . base64url(hmac)
-//! claims = {"sub": user id, "dev": device id, "plat": "ios", "exp": unix seconds}
+//! header = {"alg": "HS256" | "RS256" | "ES256", "typ": "JWT", "kid": "k1"}
+//! claims = {"sub": user id, "dev": device id, "plat": "ios", "exp": unix seconds,
+//!           "nbf": unix seconds (optional), "iss" / "aud" (checked when configured)}
 //! ```
 //!
-//! Any JWT library can mint them, so backends issue tokens without ringgate code. Several
-//! keys are accepted at once (rotation): the header's `kid` picks the secret.
+//! The header's `kid` picks one key: an HS256 secret of `[auth.keys]`, an RS256/ES256 public
+//! key of `[auth.public_keys]`, or one of the `auth.jwks_url` set. That key's algorithm must
+//! be the header's (no algorithm confusion), and its signature is checked before any claim is
+//! read; then `exp` (required), `nbf`, `iss` and `aud`, each with `auth.max_clock_skew`, and
+//! the lifetime cap. An unknown `kid` is refused like a bad signature, so a forged token
+//! cannot learn which key ids exist. docs/auth.md lists the order and the reasons.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use hmac::{Hmac, Mac};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use ringgate_codec::ReasonCode;
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
-
-type HmacSha256 = Hmac<Sha256>;
 
 /// What a valid token says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,136 +32,257 @@ pub struct Claims {
     pub exp: u64,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-struct Header {
-    alg: String,
-    #[serde(default)]
-    typ: Option<String>,
-    kid: String,
+/// One verification key and the algorithm tokens signed with it must name.
+#[derive(Clone)]
+pub struct Key {
+    pub alg: Algorithm,
+    pub key: DecodingKey,
 }
 
-/// Why a token was refused.
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Key({:?})", self.alg)
+    }
+}
+
+/// Keys by key id.
+pub type KeySet = BTreeMap<String, Key>;
+
+/// The keys of `auth.jwks_url` as last fetched, shared by the control plane (which refreshes
+/// them) and the workers (which read them at each login).
+pub type JwksKeys = Arc<RwLock<Arc<KeySet>>>;
+
+/// What the config says about tokens (`[auth]`), with its keys ready for verification.
+#[derive(Debug, Clone)]
+pub struct TokenRules {
+    /// Key id -> HS256 secret (`[auth.keys]`), kept to mint tokens (`ringgate token`).
+    pub secrets: BTreeMap<String, Vec<u8>>,
+    /// Key id -> (algorithm, PEM) of `[auth.public_keys]`.
+    pub public: BTreeMap<String, (Algorithm, Vec<u8>)>,
+    pub jwks: Option<JwksSource>,
+    pub max_clock_skew: Duration,
+    /// Tokens whose `exp` is further away than this are refused.
+    pub max_lifetime: Duration,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    /// The secrets and public keys, parsed once.
+    pub keys: Arc<KeySet>,
+}
+
+impl PartialEq for TokenRules {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.secrets, &self.public, &self.jwks, self.max_clock_skew, self.max_lifetime, &self.issuer, &self.audience)
+            == (
+                &other.secrets,
+                &other.public,
+                &other.jwks,
+                other.max_clock_skew,
+                other.max_lifetime,
+                &other.issuer,
+                &other.audience,
+            )
+    }
+}
+
+impl Eq for TokenRules {}
+
+/// Where the JWKS comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwksSource {
+    pub url: String,
+    pub refresh: Duration,
+}
+
+/// Why a token was refused. `Display` is the detail (for the log); [`TokenError::client_text`]
+/// is what the client's AuthFail says.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
     #[error("token is malformed: {0}")]
-    Malformed(&'static str),
-    #[error("token algorithm {0:?} is not HS256")]
-    Algorithm(String),
+    Malformed(String),
     #[error("token key id {0:?} is unknown")]
     UnknownKey(String),
+    #[error("token algorithm {got:?} is not its key's {want:?}")]
+    Algorithm { got: Algorithm, want: Algorithm },
     #[error("token signature is wrong")]
     Signature,
-    #[error("token expired at {exp}, now {now}")]
-    Expired { exp: u64, now: u64 },
+    #[error("token expired")]
+    Expired,
+    #[error("token is not valid before its nbf")]
+    NotYet,
+    #[error("token issuer or audience is not the configured one")]
+    WrongParty,
+    #[error("token expires {seconds} s from now, more than auth.max_token_lifetime")]
+    TooLong { seconds: u64 },
+    #[error("token sub or dev is empty")]
+    EmptyId,
 }
 
 impl TokenError {
     /// The reason code the client's AuthFail carries.
     pub fn reason(&self) -> ReasonCode {
         match self {
-            TokenError::UnknownKey(_) => ReasonCode::AUTH_UNKNOWN_KEY,
-            TokenError::Expired { .. } => ReasonCode::AUTH_EXPIRED,
-            TokenError::Malformed(_) | TokenError::Algorithm(_) | TokenError::Signature => ReasonCode::AUTH_INVALID,
+            TokenError::Expired => ReasonCode::AUTH_EXPIRED,
+            _ => ReasonCode::AUTH_INVALID,
+        }
+    }
+
+    /// What the client is told: nothing about keys, clocks or which check failed beyond
+    /// what it needs to act (mint a new token, or fix the minting).
+    pub fn client_text(&self) -> &'static str {
+        match self {
+            TokenError::Expired => "token expired",
+            TokenError::NotYet => "token not valid yet",
+            TokenError::TooLong { .. } => "token lifetime too long",
+            _ => "token not valid",
         }
     }
 }
 
-/// Mints a token (for `ringgate token` and tests).
-pub fn mint(kid: &str, secret: &[u8], claims: &Claims) -> String {
-    let header = Header { alg: "HS256".into(), typ: Some("JWT".into()), kid: kid.into() };
-    // Serializing these plain structs cannot fail.
-    let header = B64.encode(serde_json::to_vec(&header).unwrap_or_default());
-    let body = B64.encode(serde_json::to_vec(claims).unwrap_or_default());
-    let signing_input = format!("{header}.{body}");
-    let sig = B64.encode(sign(secret, signing_input.as_bytes()));
-    format!("{signing_input}.{sig}")
+/// Builds the key of an HS256 secret.
+pub fn hmac_key(secret: &[u8]) -> Key {
+    Key { alg: Algorithm::HS256, key: DecodingKey::from_secret(secret) }
 }
 
-/// Checks the token's signature and expiry against `keys` at unix time `now`.
-pub fn verify(
-    token: &str,
-    keys: &BTreeMap<String, Vec<u8>>,
-    now: u64,
-    max_clock_skew: u64,
-) -> Result<Claims, TokenError> {
-    let mut parts = token.split('.');
-    let (Some(header_b64), Some(body_b64), Some(sig_b64), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(TokenError::Malformed("expected three dot-separated parts"));
+/// Builds the key of an RS256 or ES256 public key in PEM form.
+pub fn public_key(alg: Algorithm, pem: &[u8]) -> Result<Key, String> {
+    let key = match alg {
+        Algorithm::RS256 => DecodingKey::from_rsa_pem(pem),
+        Algorithm::ES256 => DecodingKey::from_ec_pem(pem),
+        other => return Err(format!("algorithm {other:?} is not RS256 or ES256")),
     };
-    let header: Header = decode_json(header_b64)?;
-    if header.alg != "HS256" {
-        return Err(TokenError::Algorithm(header.alg));
+    key.map(|key| Key { alg, key }).map_err(|e| format!("not a {alg:?} public key in PEM form: {e}"))
+}
+
+/// Mints an HS256 token (for `ringgate token` and tests).
+pub fn mint(kid: &str, secret: &[u8], claims: &Claims) -> String {
+    let header = Header { kid: Some(kid.to_owned()), ..Header::new(Algorithm::HS256) };
+    // HS256 signing of a plain struct cannot fail.
+    jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(secret)).unwrap_or_default()
+}
+
+/// Unix seconds now: the clock jsonwebtoken checks `exp` and `nbf` against.
+pub fn unix_now() -> u64 {
+    jsonwebtoken::get_current_timestamp()
+}
+
+/// Checks `token` against `rules`' keys and then `jwks`, now.
+pub fn verify(token: &str, rules: &TokenRules, jwks: &KeySet) -> Result<Claims, TokenError> {
+    let now = unix_now();
+    let header = jsonwebtoken::decode_header(token).map_err(|e| TokenError::Malformed(e.to_string()))?;
+    let kid = header.kid.ok_or_else(|| TokenError::Malformed("the header has no kid".into()))?;
+    let key = rules.keys.get(&kid).or_else(|| jwks.get(&kid)).ok_or(TokenError::UnknownKey(kid))?;
+    if header.alg != key.alg {
+        return Err(TokenError::Algorithm { got: header.alg, want: key.alg });
     }
-    let secret = keys.get(&header.kid).ok_or(TokenError::UnknownKey(header.kid))?;
-    let sig = B64.decode(sig_b64).map_err(|_| TokenError::Malformed("signature is not base64url"))?;
-    let signed_len = header_b64.len() + 1 + body_b64.len();
-    let signing_input = token.get(..signed_len).ok_or(TokenError::Malformed("truncated"))?;
-    let mut mac = HmacSha256::new_from_slice(secret).map_err(|_| TokenError::Signature)?;
-    mac.update(signing_input.as_bytes());
-    mac.verify_slice(&sig).map_err(|_| TokenError::Signature)?;
-    let claims: Claims = decode_json(body_b64)?;
-    if claims.exp.saturating_add(max_clock_skew) < now {
-        return Err(TokenError::Expired { exp: claims.exp, now });
+    let mut validation = Validation::new(key.alg);
+    validation.leeway = rules.max_clock_skew.as_secs();
+    validation.validate_nbf = true;
+    validation.set_required_spec_claims(&["exp"]);
+    match &rules.issuer {
+        Some(iss) => validation.set_issuer(&[iss]),
+        None => validation.iss = None,
+    }
+    match &rules.audience {
+        Some(aud) => validation.set_audience(&[aud]),
+        None => validation.validate_aud = false,
+    }
+    // Signature first, then exp, nbf, iss and aud: jsonwebtoken reads no claim of a token
+    // whose signature fails.
+    let claims = jsonwebtoken::decode::<Claims>(token, &key.key, &validation)
+        .map_err(|e| match e.kind() {
+            ErrorKind::ExpiredSignature => TokenError::Expired,
+            ErrorKind::ImmatureSignature => TokenError::NotYet,
+            ErrorKind::InvalidIssuer | ErrorKind::InvalidAudience => TokenError::WrongParty,
+            ErrorKind::InvalidSignature => TokenError::Signature,
+            _ => TokenError::Malformed(e.to_string()),
+        })?
+        .claims;
+    let limit = now.saturating_add(rules.max_lifetime.as_secs()).saturating_add(rules.max_clock_skew.as_secs());
+    if claims.exp > limit {
+        return Err(TokenError::TooLong { seconds: claims.exp.saturating_sub(now) });
+    }
+    if claims.sub.is_empty() || claims.dev.is_empty() {
+        return Err(TokenError::EmptyId);
     }
     Ok(claims)
-}
-
-fn sign(secret: &[u8], input: &[u8]) -> Vec<u8> {
-    // HMAC accepts keys of any length.
-    let Ok(mut mac) = HmacSha256::new_from_slice(secret) else { return Vec::new() };
-    mac.update(input);
-    mac.finalize().into_bytes().to_vec()
-}
-
-fn decode_json<T: for<'de> Deserialize<'de>>(part: &str) -> Result<T, TokenError> {
-    let bytes = B64.decode(part).map_err(|_| TokenError::Malformed("part is not base64url"))?;
-    serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed("part is not the expected JSON"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn keys() -> BTreeMap<String, Vec<u8>> {
-        [
+    fn rules() -> TokenRules {
+        let secrets: BTreeMap<String, Vec<u8>> = [
             ("k1".to_owned(), b"first-secret-0123456789".to_vec()),
             ("k2".to_owned(), b"second-secret-0123456789".to_vec()),
         ]
         .into_iter()
-        .collect()
+        .collect();
+        let keys = secrets.iter().map(|(k, s)| (k.clone(), hmac_key(s))).collect();
+        TokenRules {
+            secrets,
+            public: BTreeMap::new(),
+            jwks: None,
+            max_clock_skew: Duration::ZERO,
+            max_lifetime: Duration::from_secs(30 * 86_400),
+            issuer: None,
+            audience: None,
+            keys: Arc::new(keys),
+        }
     }
 
     fn claims(exp: u64) -> Claims {
         Claims { sub: "alice".into(), dev: "phone".into(), plat: "ios".into(), exp }
     }
 
+    fn check(token: &str) -> Result<Claims, TokenError> {
+        verify(token, &rules(), &KeySet::new())
+    }
+
     #[test]
     fn round_trip_with_either_key() {
+        let now = unix_now();
         for kid in ["k1", "k2"] {
-            let token = mint(kid, &keys()[kid], &claims(2000));
-            assert_eq!(verify(&token, &keys(), 1000, 0), Ok(claims(2000)));
+            let token = mint(kid, &rules().secrets[kid], &claims(now + 60));
+            assert_eq!(check(&token), Ok(claims(now + 60)));
         }
     }
 
     #[test]
-    fn refusals_carry_their_reason() {
-        let good = mint("k1", &keys()["k1"], &claims(2000));
-        let wrong_secret = mint("k1", b"not-the-right-secret!!", &claims(2000));
-        assert_eq!(verify(&wrong_secret, &keys(), 1000, 0), Err(TokenError::Signature));
-        let unknown = mint("k9", b"whatever-secret-123456", &claims(2000));
-        assert_eq!(verify(&unknown, &keys(), 1000, 0).unwrap_err().reason(), ReasonCode::AUTH_UNKNOWN_KEY);
-        assert_eq!(verify(&good, &keys(), 2031, 30).unwrap_err().reason(), ReasonCode::AUTH_EXPIRED);
-        assert!(verify(&good, &keys(), 2030, 30).is_ok(), "within the clock skew");
-        // Claims swapped under a valid signature.
-        let (signed, sig) = good.rsplit_once('.').unwrap();
-        let (header, _) = signed.split_once('.').unwrap();
-        let forged_body = B64.encode(serde_json::to_vec(&claims(9999)).unwrap());
-        let forged = format!("{header}.{forged_body}.{sig}");
-        assert_eq!(verify(&forged, &keys(), 1000, 0), Err(TokenError::Signature));
-        for junk in ["", "a.b", "a.b.c.d", "!!.??.--"] {
-            assert_eq!(verify(junk, &keys(), 0, 0).unwrap_err().reason(), ReasonCode::AUTH_INVALID, "{junk}");
-        }
+    fn refusals_carry_their_reason_and_say_little() {
+        let now = unix_now();
+        let wrong_secret = mint("k1", b"not-the-right-secret!!", &claims(now + 60));
+        assert_eq!(check(&wrong_secret), Err(TokenError::Signature));
+        let unknown = mint("k9", b"whatever-secret-123456", &claims(now + 60));
+        let e = check(&unknown).unwrap_err();
+        assert_eq!(e, TokenError::UnknownKey("k9".into()));
+        // An unknown key id looks like a bad signature to the client.
+        assert_eq!((e.reason(), e.client_text()), (ReasonCode::AUTH_INVALID, "token not valid"));
+        let expired = mint("k1", &rules().secrets["k1"], &claims(now - 1));
+        let e = check(&expired).unwrap_err();
+        assert_eq!((e.reason(), e.client_text()), (ReasonCode::AUTH_EXPIRED, "token expired"));
+        assert!(!e.client_text().contains(&now.to_string()[..6]), "no server clock in the AuthFail");
+        assert!(matches!(check("not.a.token"), Err(TokenError::Malformed(_))));
+        assert!(matches!(check("onlyonepart"), Err(TokenError::Malformed(_))));
+    }
+
+    #[test]
+    fn a_token_for_ever_is_refused() {
+        let now = unix_now();
+        let forever = mint("k1", &rules().secrets["k1"], &claims(u64::MAX));
+        assert!(matches!(check(&forever), Err(TokenError::TooLong { .. })));
+        let month = mint("k1", &rules().secrets["k1"], &claims(now + 30 * 86_400));
+        assert!(check(&month).is_ok(), "exactly the limit passes");
+        let more = mint("k1", &rules().secrets["k1"], &claims(now + 30 * 86_400 + 100));
+        assert!(matches!(check(&more), Err(TokenError::TooLong { .. })));
+    }
+
+    #[test]
+    fn empty_ids_are_refused() {
+        let now = unix_now();
+        let token = mint("k1", &rules().secrets["k1"], &Claims { sub: String::new(), ..claims(now + 60) });
+        assert_eq!(check(&token), Err(TokenError::EmptyId));
+        let token = mint("k1", &rules().secrets["k1"], &Claims { dev: String::new(), ..claims(now + 60) });
+        assert_eq!(check(&token), Err(TokenError::EmptyId));
     }
 }

@@ -52,8 +52,8 @@ pub enum IoDriver {
 /// How clients prove who they are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthMode {
-    /// HMAC-SHA256 (JWT HS256) tokens checked against these keys, by key id.
-    Token { keys: BTreeMap<String, Vec<u8>>, max_clock_skew: Duration },
+    /// Signed tokens (JWT: HS256 secrets, RS256/ES256 public keys, a JWKS), docs/auth.md.
+    Token(Box<crate::auth::token::TokenRules>),
     /// Every Auth is accepted as the user and device it names. For local trials only.
     None,
 }

@@ -177,5 +177,11 @@ pub(super) struct RawSession {
 pub(super) struct RawAuth {
     pub(super) mode: Option<Value>,
     pub(super) max_clock_skew: Option<Value>,
+    pub(super) max_token_lifetime: Option<Value>,
+    pub(super) issuer: Option<Value>,
+    pub(super) audience: Option<Value>,
+    pub(super) jwks_url: Option<Value>,
+    pub(super) jwks_refresh: Option<Value>,
     pub(super) keys: BTreeMap<String, Value>,
+    pub(super) public_keys: BTreeMap<String, Value>,
 }

@@ -37,6 +37,7 @@ pub(super) fn io_driver(v: &Value) -> Result<IoDriver, String> {
 }
 
 pub(super) fn auth_mode(raw: RawAuth, x: &mut Extract) -> AuthMode {
+    use crate::auth::token::{self, JwksSource, TokenRules};
     let mode = x.get("auth.mode", raw.mode, "token".to_owned(), string);
     let max_clock_skew = x.get(
         "auth.max_clock_skew",
@@ -44,24 +45,82 @@ pub(super) fn auth_mode(raw: RawAuth, x: &mut Extract) -> AuthMode {
         Duration::from_secs(30),
         duration_in(Duration::ZERO, Duration::from_secs(3600)),
     );
-    let mut keys = BTreeMap::new();
-    let any_configured = !raw.keys.is_empty();
+    let max_lifetime = x.get(
+        "auth.max_token_lifetime",
+        raw.max_token_lifetime,
+        Duration::from_secs(30 * 86_400),
+        duration_in(Duration::from_secs(60), Duration::from_secs(366 * 86_400)),
+    );
+    let mut secrets = BTreeMap::new();
+    let mut keys = token::KeySet::new();
     for (kid, value) in raw.keys {
         let path = format!("auth.keys.{kid}");
         match value.as_str() {
             Some(secret) if secret.len() >= 16 => {
-                keys.insert(kid, secret.as_bytes().to_vec());
+                keys.insert(kid.clone(), token::hmac_key(secret.as_bytes()));
+                secrets.insert(kid, secret.as_bytes().to_vec());
             }
             Some(_) => x.invalid(&path, "secret must be at least 16 bytes"),
             None => x.invalid(&path, format!("expected a string, found {}", value.type_str())),
         }
     }
+    let mut public = BTreeMap::new();
+    for (kid, value) in raw.public_keys {
+        let path = format!("auth.public_keys.{kid}");
+        if keys.contains_key(&kid) {
+            x.invalid(&path, format!("key id {kid:?} is also in auth.keys"));
+            continue;
+        }
+        let parsed = public_key_entry(&value).and_then(|(alg, file)| {
+            let pem = std::fs::read(&file).map_err(|e| format!("cannot read {file}: {e}"))?;
+            let key = token::public_key(alg, &pem).map_err(|e| format!("{file}: {e}"))?;
+            Ok((alg, pem, key))
+        });
+        match parsed {
+            Ok((alg, pem, key)) => {
+                keys.insert(kid.clone(), key);
+                public.insert(kid, (alg, pem));
+            }
+            Err(message) => x.invalid(&path, message),
+        }
+    }
+    let jwks = raw.jwks_url.and_then(|v| {
+        x.get("auth.jwks_url", Some(v), None, |v| {
+            let url = string(v)?;
+            if url.starts_with("http://") || url.starts_with("https://") {
+                Ok(Some(url))
+            } else {
+                Err(format!("{url:?} is not an http:// or https:// URL"))
+            }
+        })
+    });
+    let refresh = x.get(
+        "auth.jwks_refresh",
+        raw.jwks_refresh,
+        Duration::from_secs(300),
+        duration_in(Duration::from_secs(1), Duration::from_secs(86_400)),
+    );
+    let issuer = raw.issuer.and_then(|v| x.get("auth.issuer", Some(v), None, |v| non_empty_string(v).map(Some)));
+    let audience = raw.audience.and_then(|v| x.get("auth.audience", Some(v), None, |v| non_empty_string(v).map(Some)));
     match mode.as_str() {
         "token" => {
-            if !any_configured {
-                x.invalid("auth.keys", "auth.mode = \"token\" needs at least one key (auth.keys.<kid> = \"secret\")");
+            if keys.is_empty() && jwks.is_none() && !x.has_errors_under("auth.") {
+                x.invalid(
+                    "auth.keys",
+                    "auth.mode = \"token\" needs a key: auth.keys.<kid> = \"secret\", auth.public_keys.<kid>, or \
+                     auth.jwks_url",
+                );
             }
-            AuthMode::Token { keys, max_clock_skew }
+            AuthMode::Token(Box::new(TokenRules {
+                secrets,
+                public,
+                jwks: jwks.map(|url| JwksSource { url, refresh }),
+                max_clock_skew,
+                max_lifetime,
+                issuer,
+                audience,
+                keys: std::sync::Arc::new(keys),
+            }))
         }
         "none" => AuthMode::None,
         other => {
@@ -69,6 +128,18 @@ pub(super) fn auth_mode(raw: RawAuth, x: &mut Extract) -> AuthMode {
             AuthMode::None
         }
     }
+}
+
+/// `{ alg = "RS256" | "ES256", file = "path.pem" }`.
+fn public_key_entry(v: &Value) -> Result<(jsonwebtoken::Algorithm, String), String> {
+    let table = v.as_table().ok_or("expected { alg = \"RS256\" or \"ES256\", file = \"key.pem\" }")?;
+    let alg = match table.get("alg").and_then(Value::as_str) {
+        Some("RS256") => jsonwebtoken::Algorithm::RS256,
+        Some("ES256") => jsonwebtoken::Algorithm::ES256,
+        other => return Err(format!("alg must be \"RS256\" or \"ES256\", found {other:?}")),
+    };
+    let file = table.get("file").and_then(Value::as_str).ok_or("file = \"key.pem\" is missing")?;
+    Ok((alg, file.to_owned()))
 }
 
 pub(super) fn backend(raw: RawBackend, x: &mut Extract) -> BackendConfig {

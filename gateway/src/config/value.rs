@@ -19,6 +19,11 @@ impl Extract {
         self.errors.push(ConfigError::Invalid { path: path.to_owned(), message: message.into() });
     }
 
+    /// An error was recorded for a key under `prefix` (`"auth."`).
+    pub fn has_errors_under(&self, prefix: &str) -> bool {
+        self.errors.iter().any(|e| matches!(e, ConfigError::Invalid { path, .. } if path.starts_with(prefix)))
+    }
+
     /// The value at `path` parsed by `parse`, `default` when absent, `default` plus an
     /// error when present but bad.
     pub fn get<T>(
@@ -76,7 +81,7 @@ pub(crate) fn duration_in(min: Duration, max: Duration) -> impl FnOnce(&Value) -
     }
 }
 
-/// Parses `"250ms"`, `"10s"`, `"5m"` or `"1h"`.
+/// Parses `"250ms"`, `"10s"`, `"5m"`, `"1h"` or `"30d"`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (digits, unit) = s.split_at(split);
@@ -86,7 +91,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "s" => n.checked_mul(1_000),
         "m" => n.checked_mul(60_000),
         "h" => n.checked_mul(3_600_000),
-        _ => return Err(format!("{s:?}: unit must be ms, s, m or h")),
+        "d" => n.checked_mul(86_400_000),
+        _ => return Err(format!("{s:?}: unit must be ms, s, m, h or d")),
     };
     ms.map(Duration::from_millis).ok_or_else(|| format!("{s:?} is too long"))
 }

@@ -19,6 +19,8 @@ pub struct PlaneSetup {
     /// The relay's Redis side, with its outbox, when `[redis]` is set.
     pub remote: Option<(Remote, RedisTarget, Outbox)>,
     pub forwards: flume::Receiver<Forward>,
+    /// `auth.jwks_url`, and where its keys go.
+    pub jwks: Option<(crate::auth::token::JwksSource, crate::auth::token::JwksKeys)>,
 }
 
 /// Binds a control-plane listener now, so a bad address fails the start with a clear error.
@@ -39,7 +41,7 @@ pub fn run(setup: PlaneSetup, stop: flume::Receiver<()>, started: std::sync::mps
         }
     };
     let _ = started.send(Ok(()));
-    let PlaneSetup { admin, api, relay, remote, forwards } = setup;
+    let PlaneSetup { admin, api, relay, remote, forwards, jwks } = setup;
     runtime.block_on(async move {
         if let Some((listener, view)) = admin {
             match tokio::net::TcpListener::from_std(listener) {
@@ -66,6 +68,9 @@ pub fn run(setup: PlaneSetup, stop: flume::Receiver<()>, started: std::sync::mps
             tokio::spawn(remote.serve(target, relay.clone(), outbox));
         }
         tokio::spawn(crate::relay::forward_loop(relay, forwards));
+        if let Some((source, keys)) = jwks {
+            tokio::spawn(crate::auth::jwks::refresh_loop(source, keys));
+        }
         let _ = stop.recv_async().await;
     });
 }

@@ -65,6 +65,8 @@ pub(crate) struct WorkerSetup {
     pub stats: Arc<WorkerStats>,
     /// Connections on the whole node (every worker's), which `limits.max_connections` bounds.
     pub node_active: Arc<std::sync::atomic::AtomicUsize>,
+    /// The keys of `auth.jwks_url`, as the control plane last fetched them.
+    pub jwks: crate::auth::token::JwksKeys,
 }
 
 /// Where a worker's Sends go.
@@ -109,6 +111,7 @@ pub(crate) fn run(setup: WorkerSetup, started: std::sync::mpsc::Sender<io::Resul
         w.forward = setup.forward;
         w.admission = setup.admission.clone();
         w.file_capacity = setup.file_capacity;
+        w.jwks = setup.jwks.clone();
         w.tls_config = setup.certs.as_ref().map(|c| c.tls.clone());
         w.wss_config = setup.certs.as_ref().map(|c| c.wss.clone());
         let worker = Rc::new(RefCell::new(w));

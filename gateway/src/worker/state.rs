@@ -98,6 +98,8 @@ pub(crate) struct Worker {
     /// Connections the open-file limit allows the node (`usize::MAX`: no limit); the node
     /// holds at most the smaller of this and `limits.max_connections`.
     pub file_capacity: usize,
+    /// The keys of `auth.jwks_url` (empty without one).
+    pub jwks: crate::auth::token::JwksKeys,
     /// This worker's connections not yet authenticated.
     unauthenticated: Unauthenticated,
     /// The relay's queue for link pushes other nodes must deliver too (with `[redis]`).
@@ -130,6 +132,7 @@ impl Worker {
             registry: None,
             admission: Arc::new(crate::admission::Admission::new(config.admission.clone())),
             file_capacity: usize::MAX,
+            jwks: Arc::default(),
             unauthenticated: Unauthenticated::default(),
             forward: None,
             next_tally: 0,
@@ -298,13 +301,18 @@ impl Worker {
     }
 
     fn on_auth(&mut self, id: u64, auth: Auth, now: Instant) {
-        let mut result = auth::authenticate(&self.config.auth, &auth);
+        let jwks = self.jwks.read().map(|keys| keys.clone()).unwrap_or_default();
+        let mut result = auth::authenticate(&self.config.auth, &jwks, &auth);
         if let Some(r) = &self.registry
             && result.is_ok()
             && !r.fail_open
             && !r.up.load(std::sync::atomic::Ordering::Relaxed)
         {
-            result = Err((ReasonCode::AUTH_UNAVAILABLE, "the location registry is unavailable".into()));
+            result = Err(auth::Refusal {
+                reason: ReasonCode::AUTH_UNAVAILABLE,
+                text: "the location registry is unavailable",
+                detail: "redis down and redis.fail_open = false".into(),
+            });
         }
         let Some(conn) = self.conns.get_mut(&id) else { return };
         match result {
@@ -356,14 +364,14 @@ impl Worker {
                 self.mark_dirty(id);
                 self.announce_login(id);
             }
-            Err((reason, message)) => {
+            Err(auth::Refusal { reason, text, detail }) => {
                 self.metrics.auth_failed(reason);
                 tracing::debug!(
                     target: "ringgate::auth",
                     conn = id,
                     transport = conn.io.transport().name(),
                     reason = reason.name().unwrap_or("other"),
-                    detail = %message,
+                    detail,
                     "login refused"
                 );
                 // Only the client's faults: a node that cannot check logins (Redis down with
@@ -373,7 +381,7 @@ impl Worker {
                 }
                 self.metrics.frame_out(FrameOut::AuthFail);
                 self.metrics.frame_out(FrameOut::Close);
-                conn.session.reject(reason, &message);
+                conn.session.reject(reason, text);
                 self.end(id, reason);
             }
         }

@@ -215,3 +215,58 @@ fn an_unreachable_redis_is_logged_and_counted() {
     assert!(warned[0].contains("WARN") && warned[0].contains("Connection refused"), "{}", warned[0]);
     assert!(http(admin, "GET", "/readyz").1.contains("registry unavailable"));
 }
+
+/// Every config problem at once, each with its key path: the certificate files (missing,
+/// swapped) beside the rest, listeners that clash, every bad backend address.
+#[test]
+fn config_errors_name_their_keys_and_come_together() {
+    let dir = tempdir::Dir::new();
+    write_cert(&dir);
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let base = "[node]\nid = \"n\"\n[auth]\nmode = \"none\"\n";
+    let swapped = format!(
+        "{base}[listen]\ntcp = \"0.0.0.0:7000\"\nadmin = \"127.0.0.1:7000\"\ntls = \"127.0.0.1:7443\"\nquic = \"127.0.0.1:7443\"\n\
+         [tls]\ncert = \"{}\"\nkey = \"{}\"\n[io]\nworkers = -1\n[backend]\naddresses = [\"10.0.0.1:9000\", \"nope\", \"10.0.0.2\"]\n",
+        key.display(),
+        cert.display()
+    );
+    let e = Config::parse(&swapped).unwrap_err().to_string();
+    for needle in [
+        "tls.cert",
+        "tls.key",
+        "io.workers",
+        "listen.admin",
+        "clashes with listen.tcp",
+        "backend.addresses[1]",
+        "backend.addresses[2]",
+    ] {
+        assert!(e.contains(needle), "{needle} missing from:\n{e}");
+    }
+    assert!(!e.contains("listen.quic"), "QUIC is UDP: it may share 7443 with TLS:\n{e}");
+    assert!(!e.contains("at least one backend address"), "no spurious complaint:\n{e}");
+
+    // A pair from two different certificates: named as not making a pair.
+    let other = tempdir::Dir::new();
+    write_cert(&other);
+    let mixed =
+        format!("{base}[tls]\ncert = \"{}\"\nkey = \"{}\"\n", cert.display(), other.path().join("key.pem").display());
+    let e = Config::parse(&mixed).unwrap_err().to_string();
+    assert!(e.contains("do not make a pair"), "{e}");
+    let missing =
+        format!("{base}[tls]\ncert = \"{}\"\nkey = \"{}\"\n", dir.path().join("none.pem").display(), key.display());
+    let e = Config::parse(&missing).unwrap_err().to_string();
+    assert!(e.contains("tls.cert") && e.contains("none.pem"), "{e}");
+    Config::parse(&format!("{base}[tls]\ncert = \"{}\"\nkey = \"{}\"\n", cert.display(), key.display())).unwrap();
+
+    // check-config prints them all and fails.
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, &swapped).unwrap();
+    let out =
+        std::process::Command::new(env!("CARGO_BIN_EXE_ringgate")).arg("check-config").arg(&file).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        text.contains("tls.cert") && text.contains("backend.addresses[2]") && text.contains("listen.admin"),
+        "{text}"
+    );
+}

@@ -7,6 +7,7 @@
 //! exists holds only valid values.
 
 mod error;
+pub mod pem;
 mod raw;
 mod sections;
 mod settings;
@@ -232,6 +233,17 @@ impl Config {
         if api_listen.is_some() && api_settings.keys.is_empty() {
             x.invalid("api.keys", "listen.api needs at least one key: [api] keys = [\"...\"] (16+ characters)");
         }
+        listener_clashes(
+            &[
+                ("listen.tcp", Some(listen_tcp)),
+                ("listen.tls", listen_tls),
+                ("listen.ws", listen_ws),
+                ("listen.wss", listen_wss),
+                ("listen.admin", admin_listen),
+                ("listen.api", api_listen),
+            ],
+            x,
+        );
         Config {
             listen_ws,
             listen_wss,
@@ -275,6 +287,20 @@ impl Config {
                 tracing_subscriber::EnvFilter::try_new(&level).map(|_| level.clone()).map_err(|e| e.to_string())
             }),
             log_format: x.get("log.format", raw.log.format, LogFormat::Text, log_format),
+        }
+    }
+}
+
+/// TCP listeners that would bind the same port on overlapping addresses (equal, or either
+/// the wildcard). QUIC is UDP and may share a port number with them.
+fn listener_clashes(listeners: &[(&str, Option<SocketAddr>)], x: &mut Extract) {
+    let set: Vec<(&str, SocketAddr)> = listeners.iter().filter_map(|(k, a)| Some((*k, (*a)?))).collect();
+    for (i, (key_a, a)) in set.iter().enumerate() {
+        for (key_b, b) in &set[i + 1..] {
+            let overlap = a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified();
+            if a.port() == b.port() && a.port() != 0 && overlap {
+                x.invalid(key_b, format!("{b} clashes with {key_a} = \"{a}\": each listener needs its own port"));
+            }
         }
     }
 }

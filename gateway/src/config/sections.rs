@@ -146,13 +146,25 @@ pub(super) fn backend(raw: RawBackend, x: &mut Extract) -> BackendConfig {
     let secs = |s| Duration::from_secs(s);
     let discovery = match (raw.addresses, raw.address) {
         (Some(list), None) => {
-            let addresses = x.get("backend.addresses", Some(list), Vec::new(), |v| {
-                let list =
-                    v.as_array().ok_or_else(|| format!("expected an array of \"ip:port\", found {}", v.type_str()))?;
-                list.iter().map(socket_addr).collect()
-            });
-            if addresses.is_empty() {
-                x.invalid("backend.addresses", "list at least one backend address");
+            // Every bad entry is reported, each with its index; "list one" only for a list
+            // that is empty as written.
+            let mut addresses = Vec::new();
+            match list.as_array() {
+                None => x.invalid(
+                    "backend.addresses",
+                    format!("expected an array of \"ip:port\", found {}", list.type_str()),
+                ),
+                Some(entries) if entries.is_empty() => {
+                    x.invalid("backend.addresses", "list at least one backend address")
+                }
+                Some(entries) => {
+                    for (i, entry) in entries.iter().enumerate() {
+                        match socket_addr(entry) {
+                            Ok(addr) => addresses.push(addr),
+                            Err(e) => x.invalid(&format!("backend.addresses[{i}]"), e),
+                        }
+                    }
+                }
             }
             Discovery::Static(addresses)
         }
@@ -264,9 +276,21 @@ pub(super) fn tls(raw: RawTls, x: &mut Extract) -> TlsSettings {
     if raw.cert.is_none() || raw.key.is_none() {
         x.invalid("tls", "needs both cert (the PEM chain) and key (the PEM private key)");
     }
+    let cert = path(x, "tls.cert", raw.cert);
+    let key = path(x, "tls.key", raw.key);
+    // The files now, so a missing or swapped one is reported with everything else.
+    if !cert.as_os_str().is_empty() && !key.as_os_str().is_empty() {
+        let chain = super::pem::read_chain(&cert).map_err(|e| x.invalid("tls.cert", e)).ok();
+        let private = super::pem::read_key(&key).map_err(|e| x.invalid("tls.key", e)).ok();
+        if let (Some(chain), Some(private)) = (chain, private)
+            && let Err(e) = super::pem::check_pair(&chain, &private, &cert, &key)
+        {
+            x.invalid("tls", e);
+        }
+    }
     TlsSettings {
-        cert: path(x, "tls.cert", raw.cert),
-        key: path(x, "tls.key", raw.key),
+        cert,
+        key,
         versions: x.get("tls.versions", raw.versions, TlsVersions::Tls13, |v| {
             let list = v
                 .as_array()

@@ -7,9 +7,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-
+use crate::config::pem::{read_chain, read_key};
 use crate::config::{TlsSettings, TlsVersions};
 
 /// The only application protocol a ringgate TLS or QUIC listener speaks (ALPN).
@@ -79,22 +77,6 @@ impl Certs {
 
 fn show(path: &Path) -> String {
     path.display().to_string()
-}
-
-fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", show(path)))?;
-    let chain = CertificateDer::pem_slice_iter(&bytes)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{}: {e}", show(path)))?;
-    if chain.is_empty() {
-        return Err(format!("{}: no CERTIFICATE block", show(path)));
-    }
-    Ok(chain)
-}
-
-fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", show(path)))?;
-    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| format!("{}: no usable private key ({e})", show(path)))
 }
 
 /// A self-signed certificate for `names`, as (cert PEM, key PEM), for trials and tests

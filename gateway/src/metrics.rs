@@ -292,6 +292,7 @@ pub fn set_node_gauges(node: &NodeGauges) {
         gauge!("ringgate_registry_overflow").set(r.overflow as f64);
         gauge!("ringgate_registry_batches").set(r.batches as f64);
         gauge!("ringgate_registry_failures").set(r.failures as f64);
+        gauge!("ringgate_registry_swept").set(r.swept as f64);
     }
     if let Some(d) = &node.dns {
         gauge!("ringgate_dns_resolutions").set(d.stats.resolutions as f64);

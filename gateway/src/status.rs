@@ -56,4 +56,6 @@ pub struct RegistryState {
     pub batches: u64,
     pub failures: u64,
     pub reasserts: u64,
+    /// Records of dead nodes this node removed (the sweep).
+    pub swept: u64,
 }

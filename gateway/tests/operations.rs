@@ -270,3 +270,69 @@ fn config_errors_name_their_keys_and_come_together() {
         "{text}"
     );
 }
+
+/// A node SIGKILLed with 40 users online leaves their records in Redis; once its lease
+/// expires the surviving node removes them (and only them), its user index and its entry in
+/// the live-node index, within the bound docs/registry.md states (lease TTL × 4/3).
+#[test]
+fn a_killed_node_s_records_are_swept_by_a_survivor() {
+    let dir = tempdir::Dir::new();
+    let redis = RedisServer::start(dir.path());
+    let ttl = Duration::from_secs(1);
+    let mut config = support::config(IoDriver::Auto);
+    config.node_id = "survivor".into();
+    config.auth = AuthMode::None;
+    config.redis = Some(redis.target(ttl));
+    let survivor = start_with(config, 1);
+    let path = dir.path().join("doomed.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[node]\nid = \"doomed\"\n[listen]\ntcp = \"127.0.0.1:0\"\n[auth]\nmode = \"none\"\n\
+             [redis]\nurl = \"{}\"\nlease_ttl = \"1s\"\n",
+            redis.url()
+        ),
+    )
+    .unwrap();
+    let (child, addr) = spawn_gateway(&path);
+    let mut doomed = ChildGuard(child);
+    let addr: SocketAddr = addr.parse().unwrap();
+    let login = |at: SocketAddr, user: &str| {
+        let mut c = TestClient::connect_with(at, ClientConfig::new("", user, "phone"));
+        assert!(matches!(c.next_event(T), Some(ClientEvent::Authenticated(_))));
+        c
+    };
+    let _theirs: Vec<TestClient> = (0..40).map(|i| login(addr, &format!("user-{i}"))).collect();
+    // user-0 is online on the survivor too, on another device: that record must stay.
+    let mut ours = TestClient::connect_with(survivor.local_addr(), ClientConfig::new("", "user-0", "laptop"));
+    assert!(matches!(ours.next_event(T), Some(ClientEvent::Authenticated(_))));
+    let mut conn = redis.conn().unwrap();
+    let count = |conn: &mut redis::Connection, node: &str| -> usize {
+        (0..40)
+            .map(|i| {
+                let h: std::collections::HashMap<String, String> =
+                    redis::cmd("HGETALL").arg(format!("rg:u:user-{i}")).query(conn).unwrap();
+                h.values().filter(|r| r.starts_with(&format!("{node}|"))).count()
+            })
+            .sum()
+    };
+    assert!(eventually(T, || count(&mut conn, "doomed") == 40), "the doomed node's records are written");
+    let index: Vec<String> = redis::cmd("KEYS").arg("rg:nu:doomed|*").query(&mut conn).unwrap();
+    assert_eq!(index.len(), 1, "{index:?}");
+    let indexed: usize = redis::cmd("SCARD").arg(&index[0]).query(&mut conn).unwrap();
+    assert_eq!(indexed, 40);
+
+    doomed.kill();
+    let killed = Instant::now();
+    assert!(eventually(Duration::from_secs(10), || count(&mut conn, "doomed") == 0), "swept");
+    let took = killed.elapsed();
+    eprintln!("swept {took:?} after SIGKILL");
+    assert!(took <= ttl * 4 / 3 + Duration::from_millis(900), "within lease TTL x 4/3 (+ scheduling): {took:?}");
+    assert_eq!(count(&mut conn, "survivor"), 1, "the survivor's own record of user-0 stays");
+    let left: Vec<String> = redis::cmd("KEYS").arg("rg:nu:doomed|*").query(&mut conn).unwrap();
+    assert!(left.is_empty(), "the index is gone: {left:?}");
+    let members: Vec<String> = redis::cmd("ZRANGE").arg("rg:nodes").arg(0).arg(-1).query(&mut conn).unwrap();
+    assert!(members.iter().all(|m| !m.starts_with("doomed|")), "{members:?}");
+    let state = survivor.registry().unwrap();
+    assert_eq!(state.swept, 40);
+}

@@ -64,6 +64,8 @@ pub enum RegistryOp {
 pub struct Batcher {
     pending: HashMap<(String, String), RegistryOp>,
     mirror: HashMap<(String, String), Location>,
+    /// Records per user in the mirror (users leave the node's user index at 0).
+    users: HashMap<String, u32>,
     /// Per room, how many of this node's workers have members.
     rooms: HashMap<String, u32>,
     /// Room set changes not written yet: true = add this node, false = remove it.
@@ -85,13 +87,21 @@ impl Batcher {
         let key = match &op {
             RegistryOp::Room { room, joined } => return self.room(room, *joined),
             RegistryOp::Put { user, device, location } => {
-                self.mirror.insert((user.clone(), device.clone()), location.clone());
+                if self.mirror.insert((user.clone(), device.clone()), location.clone()).is_none() {
+                    *self.users.entry(user.clone()).or_default() += 1;
+                }
                 (user.clone(), device.clone())
             }
             RegistryOp::Del { user, device, location } => {
                 let key = (user.clone(), device.clone());
                 if self.mirror.get(&key) == Some(location) {
                     self.mirror.remove(&key);
+                    if let Some(n) = self.users.get_mut(user) {
+                        *n -= 1;
+                        if *n == 0 {
+                            self.users.remove(user);
+                        }
+                    }
                 }
                 key
             }
@@ -179,6 +189,16 @@ impl Batcher {
 
     pub fn records(&self) -> usize {
         self.mirror.len()
+    }
+
+    /// This node holds a record of `user`.
+    pub fn holds_user(&self, user: &str) -> bool {
+        self.users.contains_key(user)
+    }
+
+    /// Every user this node holds a record of.
+    pub fn users(&self) -> impl Iterator<Item = &str> {
+        self.users.keys().map(String::as_str)
     }
 }
 

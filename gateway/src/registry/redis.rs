@@ -11,6 +11,10 @@
 //!   the lease: the live nodes, in one key (a cluster has no cheap "every key matching").
 //! - `{prefix}:r:{room}`: SET of `node|epoch` with members in the room; added on the node's
 //!   first member, removed on its last. A dead node's entries are dropped by readers.
+//! - `{prefix}:nu:{node}|{epoch}`: SET of the users this start of the node holds records of
+//!   (SADD on login, SREM when its last record of the user goes), kept an hour past the
+//!   lease. When a lease expires, a surviving node claims `{prefix}:sweep:{node}|{epoch}` and
+//!   removes that start's records user by user with [`SWEEP`] (see [`Task::sweep`]).
 //!
 //! Redis being unavailable never blocks a worker: updates wait in the [`Batcher`] (bounded,
 //! overflow counted), and when Redis answers again the task re-asserts the lease and every
@@ -63,6 +67,34 @@ end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return displaced";
 
+/// Removes from user hash `KEYS[1]` every record of the node start `ARGV[1]` (`node|epoch|`,
+/// the records' prefix); returns how many.
+pub const SWEEP: &str = r"
+local n = 0
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  if string.sub(all[i + 1], 1, #ARGV[1]) == ARGV[1] then
+    redis.call('HDEL', KEYS[1], all[i])
+    n = n + 1
+  end
+end
+return n";
+
+/// Takes (or keeps) the sweep of a dead node start: `KEYS[1]` is set to this node `ARGV[1]`
+/// for `ARGV[2]` ms unless another node holds it. 1 when this node sweeps.
+const CLAIM: &str = r"
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0";
+
+/// Users popped and swept per round trip, and rounds per lease tick (a dead node with more
+/// users is finished over the next ticks).
+const SWEEP_BATCH: usize = 500;
+const SWEEP_ROUNDS: usize = 20;
+
 /// Deletes the lease `KEYS[1]` only if it is still this epoch's (`ARGV[1]`).
 const DEREGISTER: &str = r"
 if redis.call('HGET', KEYS[1], 'epoch') == ARGV[1] then
@@ -98,6 +130,16 @@ pub fn node_key(prefix: &str, node: &str) -> String {
 /// The live-node index: `node|epoch` scored by lease expiry (unix ms).
 pub fn nodes_key(prefix: &str) -> String {
     format!("{prefix}:nodes")
+}
+
+/// The users a node start holds records of.
+pub fn users_key(prefix: &str, member: &str) -> String {
+    format!("{prefix}:nu:{member}")
+}
+
+/// Who sweeps a dead node start.
+fn sweep_key(prefix: &str, member: &str) -> String {
+    format!("{prefix}:sweep:{member}")
 }
 
 /// The nodes with members in `room`.
@@ -228,7 +270,11 @@ fn lease_cmds(prefix: &str, node: &NodeInfo, records: usize, ttl: Duration) -> V
     // Entries of nodes dead for an hour go; younger dead ones are skipped by their score.
     let mut prune = redis::cmd("ZREMRANGEBYSCORE");
     prune.arg(nodes_key(prefix)).arg("-inf").arg(now.saturating_sub(3_600_000));
-    vec![(hset, false), (expire, false), (live, false), (prune, false)]
+    // The user index outlives the lease by the hour its nodes-index entry does, so a sweep
+    // can find it; after that both are gone.
+    let mut index = redis::cmd("PEXPIRE");
+    index.arg(users_key(prefix, &node_member(&node.id, node.epoch))).arg(ttl.as_millis() as u64 + 3_600_000);
+    vec![(hset, false), (expire, false), (live, false), (prune, false), (index, false)]
 }
 
 /// Kick-list pushes for every displaced record held by another node.
@@ -333,12 +379,16 @@ impl Task {
                 }
             }
             if self.conn.is_some() && (reassert || lease_due || self.batcher.pending_len() > 0) {
+                let sweep_due = lease_due;
                 match self.flush(reassert).await {
                     Ok(()) => {
                         reassert = false;
                         lease_due = false;
                         self.set_up(true);
                         log.recovered();
+                        if sweep_due && let Err(e) = self.sweep().await {
+                            tracing::debug!(error = %e, "registry sweep of dead nodes failed; retried next lease tick");
+                        }
                     }
                     Err(e) => {
                         log.failed("registry write failed; queueing until redis answers", &e.to_string());
@@ -380,6 +430,31 @@ impl Task {
         }
         cmds.extend(rooms.iter().map(|(room, present)| room_cmd(&prefix, &self.node, room, *present)));
         cmds.extend(ops.iter().map(|op| op_cmd(&prefix, op, self.policy)));
+        // The node's user index, after the records (its replies are not wanted).
+        let index = users_key(&prefix, &node_member(&self.node.id, self.node.epoch));
+        if reassert {
+            let users: Vec<&str> = self.batcher.users().collect();
+            for chunk in users.chunks(1000) {
+                let mut add = redis::cmd("SADD");
+                add.arg(&index).arg(chunk);
+                cmds.push((add, false));
+            }
+        }
+        for op in &ops {
+            match op {
+                RegistryOp::Put { user, .. } => {
+                    let mut add = redis::cmd("SADD");
+                    add.arg(&index).arg(user);
+                    cmds.push((add, false));
+                }
+                RegistryOp::Del { user, .. } if !self.batcher.holds_user(user) => {
+                    let mut remove = redis::cmd("SREM");
+                    remove.arg(&index).arg(user);
+                    cmds.push((remove, false));
+                }
+                _ => {}
+            }
+        }
         let Some(conn) = self.conn.as_mut() else {
             self.batcher.restore(ops);
             self.batcher.restore_rooms(rooms);
@@ -404,13 +479,82 @@ impl Task {
         Ok(())
     }
 
+    /// Removes the records of node starts whose lease expired without a deregistration (a
+    /// killed node, a lost host): at most [`SWEEP_ROUNDS`] batches per call, one node start at
+    /// a time, claimed so that one survivor sweeps it. A start is done when its user index is
+    /// empty: it then leaves the live-node index.
+    async fn sweep(&mut self) -> redis::RedisResult<()> {
+        let prefix = self.target.prefix.clone();
+        let me = node_member(&self.node.id, self.node.epoch);
+        let claim_ms = (self.target.lease_ttl * 3).as_millis().to_string();
+        let state = self.state.clone();
+        let Some(conn) = self.conn.as_mut() else { return Ok(()) };
+        let mut dead = redis::cmd("ZRANGEBYSCORE");
+        dead.arg(nodes_key(&prefix)).arg("-inf").arg(format!("({}", super::unix_ms()));
+        let members: Vec<String> =
+            conn.run(&[(dead, true)]).await?.pop().and_then(|v| redis::from_redis_value(v).ok()).unwrap_or_default();
+        let mut rounds = SWEEP_ROUNDS;
+        for member in members.into_iter().filter(|m| *m != me) {
+            let claim = eval(CLAIM, sweep_key(&prefix, &member), &[me.clone(), claim_ms.clone()]);
+            let claimed: i64 =
+                conn.run(&[(claim, true)]).await?.pop().and_then(|v| redis::from_redis_value(v).ok()).unwrap_or(0);
+            if claimed != 1 {
+                continue;
+            }
+            let index = users_key(&prefix, &member);
+            let records = format!("{member}|");
+            loop {
+                if rounds == 0 {
+                    return Ok(());
+                }
+                rounds -= 1;
+                let mut pop = redis::cmd("SPOP");
+                pop.arg(&index).arg(SWEEP_BATCH);
+                let users: Vec<String> = conn
+                    .run(&[(pop, true)])
+                    .await?
+                    .pop()
+                    .and_then(|v| redis::from_redis_value(v).ok())
+                    .unwrap_or_default();
+                if users.is_empty() {
+                    let mut unlist = redis::cmd("ZREM");
+                    unlist.arg(nodes_key(&prefix)).arg(&member);
+                    let mut done = redis::cmd("DEL");
+                    done.arg(sweep_key(&prefix, &member));
+                    conn.run(&[(unlist, false), (done, false)]).await?;
+                    break;
+                }
+                let cmds: Vec<(redis::Cmd, bool)> = users
+                    .iter()
+                    .map(|u| (eval(SWEEP, user_key(&prefix, u), std::slice::from_ref(&records)), true))
+                    .collect();
+                let removed: u64 =
+                    conn.run(&cmds).await?.into_iter().filter_map(|v| redis::from_redis_value::<u64>(v).ok()).sum();
+                if let Ok(mut s) = state.lock() {
+                    s.swept += removed;
+                }
+                tracing::debug!(node = %member, users = users.len(), removed, "swept records of a dead node");
+            }
+        }
+        Ok(())
+    }
+
     async fn deregister(&mut self) {
         let Some(conn) = self.conn.as_mut() else { return };
         let key = node_key(&self.target.prefix, &self.node.id);
         let cmd = eval(DEREGISTER, key, &[self.node.epoch.to_string()]);
-        let mut unlist = redis::cmd("ZREM");
-        unlist.arg(nodes_key(&self.target.prefix)).arg(node_member(&self.node.id, self.node.epoch));
-        let cmds = [(cmd, false), (unlist, false)];
+        let member = node_member(&self.node.id, self.node.epoch);
+        let mut cmds = vec![(cmd, false)];
+        // With every record removed, nothing is left to sweep. Records still held (closes
+        // that could not be written) stay findable: the start's entry in the live-node index
+        // expires by its score, and a survivor sweeps them.
+        if self.batcher.records() == 0 {
+            let mut unlist = redis::cmd("ZREM");
+            unlist.arg(nodes_key(&self.target.prefix)).arg(&member);
+            let mut index = redis::cmd("DEL");
+            index.arg(users_key(&self.target.prefix, &member));
+            cmds.extend([(unlist, false), (index, false)]);
+        }
         let _ = tokio::time::timeout(Duration::from_secs(2), conn.run(&cmds)).await;
     }
 

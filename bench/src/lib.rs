@@ -15,6 +15,7 @@ pub mod registry;
 pub mod ring;
 pub mod run;
 pub mod scenarios;
+pub mod soak;
 pub mod stats;
 pub mod transport;
 pub mod ws;

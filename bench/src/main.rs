@@ -132,6 +132,27 @@ enum Cmd {
         #[arg(long, default_value = "on")]
         limits: String,
     },
+    /// One node with a reference backend and Redis under hours-long churn (held connections,
+    /// TCP/TLS/QUIC logins, echoes, closes), a backend restart and a Redis restart: RSS and
+    /// open files each minute, errors and Acks.
+    Soak {
+        #[arg(long, default_value = "target/release/ringgate")]
+        gateway: PathBuf,
+        /// Minutes to run.
+        #[arg(long, default_value_t = 30)]
+        minutes: u64,
+        #[arg(long, default_value_t = 2000)]
+        held: usize,
+        /// New churning connections per second.
+        #[arg(long, default_value_t = 20)]
+        rate: u64,
+        /// Sends each churning connection echoes.
+        #[arg(long, default_value_t = 3)]
+        echoes: usize,
+        /// Seconds between samples.
+        #[arg(long, default_value_t = 60)]
+        sample_every: u64,
+    },
     /// ringgate (io_uring, epoll) vs nginx stream vs HAProxy vs the backend directly, side
     /// by side, interleaved rounds.
     Compare(CompareArgs),
@@ -365,6 +386,16 @@ fn main() -> ExitCode {
                     });
                 }
                 report(&out, load.json)
+            }
+            Cmd::Soak { gateway, minutes, held, rate, echoes, sample_every } => {
+                let args = ringgate_bench::soak::SoakArgs {
+                    duration: Duration::from_secs(minutes * 60),
+                    held,
+                    rate,
+                    echoes,
+                    sample_every: Duration::from_secs(sample_every),
+                };
+                println!("{}", ringgate_bench::soak::run(&gateway, &args)?);
             }
             Cmd::Abuse { gateway, attacks, window, limits } => {
                 let on = limits != "off";

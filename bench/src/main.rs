@@ -141,6 +141,9 @@ enum Cmd {
         /// Minutes to run.
         #[arg(long, default_value_t = 30)]
         minutes: u64,
+        /// Seconds to run instead (short runs: the smoke test).
+        #[arg(long)]
+        seconds: Option<u64>,
         #[arg(long, default_value_t = 2000)]
         held: usize,
         /// New churning connections per second.
@@ -387,9 +390,9 @@ fn main() -> ExitCode {
                 }
                 report(&out, load.json)
             }
-            Cmd::Soak { gateway, minutes, held, rate, echoes, sample_every } => {
+            Cmd::Soak { gateway, minutes, seconds, held, rate, echoes, sample_every } => {
                 let args = ringgate_bench::soak::SoakArgs {
-                    duration: Duration::from_secs(minutes * 60),
+                    duration: Duration::from_secs(seconds.unwrap_or(minutes * 60)),
                     held,
                     rate,
                     echoes,

@@ -54,6 +54,8 @@ struct Churn {
     acks_ok: u64,
     /// Sends whose Ack never came (the connection ended or 5 s passed).
     missing_acks: u64,
+    /// Acks beyond one per Send.
+    duplicate_acks: u64,
     /// Failures by reason, split by whether a restart was recent.
     errors: std::collections::BTreeMap<String, u64>,
     restart_errors: std::collections::BTreeMap<String, u64>,
@@ -225,6 +227,7 @@ pub fn run(binary: &Path, args: &SoakArgs) -> std::io::Result<Value> {
             "acks": churned.acks,
             "acks_ok": churned.acks_ok,
             "missing_acks": churned.missing_acks,
+            "duplicate_acks": churned.duplicate_acks,
             "errors": churned.errors,
             "errors_within_15s_of_a_restart": churned.restart_errors,
         },
@@ -307,18 +310,23 @@ async fn one(
         Err(_) => return fail("login: timeout".into()),
     };
     churn.borrow_mut().logins += 1;
+    // Every Ack this connection receives, to find one Send answered twice.
+    let mut acks_seen = 0u64;
+    let mut sent = 0u64;
     for _ in 0..echoes {
         if !conn.send(None, b"soak", Instant::now()) || conn.flush().await.is_err() {
             fail("send: connection gone".into());
             break;
         }
         churn.borrow_mut().sends += 1;
+        sent += 1;
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut acked = None;
         while acked.is_none() && Instant::now() < deadline {
             while let Some(event) = conn.next_event() {
                 if let ClientEvent::Ack { code, .. } = event {
-                    acked = Some(code);
+                    acks_seen += 1;
+                    acked = acked.or(Some(code));
                 }
             }
             if acked.is_none() {
@@ -346,6 +354,14 @@ async fn one(
             }
         }
     }
+    // Whatever else arrives shortly (a second Ack would) before closing.
+    let _ = compio::time::timeout(Duration::from_millis(20), conn.read()).await;
+    while let Some(event) = conn.next_event() {
+        if matches!(event, ClientEvent::Ack { .. }) {
+            acks_seen += 1;
+        }
+    }
+    churn.borrow_mut().duplicate_acks += acks_seen.saturating_sub(sent);
     conn.close_session(ReasonCode::NORMAL);
     let _ = conn.flush().await;
     conn.abort();

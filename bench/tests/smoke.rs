@@ -261,6 +261,38 @@ fn abuse_measures_the_probe_and_logins_under_each_attack() {
 }
 
 #[test]
+fn soak_restarts_the_backend_and_redis_and_every_send_gets_one_ack() {
+    let gateway = ringgate_bin();
+    let v = bench(
+        &[
+            "soak",
+            "--gateway",
+            gateway.to_str().unwrap(),
+            "--seconds",
+            "24",
+            "--held",
+            "50",
+            "--rate",
+            "10",
+            "--sample-every",
+            "6",
+        ],
+        Duration::from_secs(90),
+    );
+    let events = v["events"].as_array().unwrap();
+    assert_eq!(events.len(), 2, "both restarts happened: {v}");
+    let churn = &v["churn"];
+    assert!(churn["logins"].as_u64().unwrap() > 100, "{v}");
+    assert_eq!(churn["sends"], churn["acks"], "each Send exactly one Ack: {v}");
+    assert_eq!(churn["missing_acks"], 0, "{v}");
+    assert_eq!(churn["duplicate_acks"], 0, "{v}");
+    assert_eq!(churn["errors"].as_object().map(|e| e.len()), Some(0), "errors outside the restarts: {v}");
+    assert_eq!(v["fds_after_churn"], v["fds_expected"], "open files back to the held count: {v}");
+    assert_eq!(v["held_connections"]["authenticated"], 50, "{v}");
+    assert!(v["samples"].as_array().unwrap().len() >= 4, "{v}");
+}
+
+#[test]
 fn storm_of_dropped_connections_comes_back() {
     let node = node();
     let v = bench(

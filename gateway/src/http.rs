@@ -38,7 +38,9 @@ impl BearerKeys {
     /// True when `headers` carry one of the keys.
     pub fn admit(&self, headers: &hyper::HeaderMap) -> bool {
         let header = headers.get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        let Some(key) = header.and_then(|h| h.strip_prefix("Bearer ")) else { return false };
+        // The scheme is case-insensitive (RFC 9110 section 11.1).
+        let scheme_ok = |h: &str| h.get(..7).is_some_and(|s| s.eq_ignore_ascii_case("bearer "));
+        let Some(key) = header.filter(|h| scheme_ok(h)).and_then(|h| h.get(7..)) else { return false };
         let digest: [u8; 32] = Sha256::digest(key.trim().as_bytes()).into();
         self.0.iter().fold(false, |found, k| found | (*k == digest))
     }
@@ -54,6 +56,9 @@ pub struct Limits {
     pub name: &'static str,
     pub max_connections: usize,
     pub header_timeout: Duration,
+    /// A connection is asked to close (after its current response) at this age, so a client
+    /// trickling requests or not reading its responses cannot keep a slot for good.
+    pub max_age: Duration,
 }
 
 /// Accepts on `listener` and serves each connection with `handler` until the runtime stops.
@@ -96,11 +101,20 @@ where
                 let response = handler(request);
                 async move { Ok::<_, Infallible>(response.await) }
             });
-            let served = hyper::server::conn::http1::Builder::new()
+            let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_timeout)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+                .serve_connection(TokioIo::new(stream), service);
+            let mut connection = std::pin::pin!(connection);
+            let served = match tokio::time::timeout(limits.max_age, connection.as_mut()).await {
+                Ok(served) => served,
+                Err(_) => {
+                    // Finish the response being written, then close; a peer that does not
+                    // read it loses the connection a few seconds later.
+                    connection.as_mut().graceful_shutdown();
+                    tokio::time::timeout(Duration::from_secs(5), connection).await.unwrap_or(Ok(()))
+                }
+            };
             if let Err(e) = served {
                 tracing::debug!(error = %e, "control-plane connection ended with an error");
             }

@@ -37,8 +37,8 @@ pub fn install() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
-/// Statuses of admin requests refused before they are served: no Host (400), no or a wrong
-/// key on a POST (401), a Host not allowed or a cross-origin request (403).
+/// Statuses of admin requests refused before they are served: a Host that is not text (400),
+/// no or a wrong key on a POST (401), a Host not allowed or a cross-origin request (403).
 const ADMIN_REFUSALS: [u16; 3] = [400, 401, 403];
 
 /// An admin request refused with `status`.

@@ -151,6 +151,44 @@ fn every_token_meets_the_same_rules() {
     assert_eq!(login(addr, unknown), login(addr, forged));
 }
 
+#[test]
+fn issuer_and_audience_are_required_when_configured() {
+    let gw = node(&format!(
+        "issuer = \"https://id.example\"\naudience = \"ringgate\"\n[auth.keys]\n{KID} = \"{}\"\n",
+        String::from_utf8_lossy(SECRET)
+    ));
+    let key = EncodingKey::from_secret(SECRET);
+    let with = |extra: serde_json::Value| {
+        let mut claims = claims("ann");
+        claims.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        login(gw.local_addr(), sign(Algorithm::HS256, KID, &key, claims))
+    };
+    assert!(with(json!({"iss": "https://id.example", "aud": "ringgate"})).is_ok());
+    assert!(with(json!({"iss": "https://id.example", "aud": ["other", "ringgate"]})).is_ok());
+    for refused in [
+        json!({}),
+        json!({"iss": "https://id.example"}),
+        json!({"aud": "ringgate"}),
+        json!({"iss": "https://evil.example", "aud": "ringgate"}),
+        json!({"iss": "https://id.example", "aud": "another-app"}),
+    ] {
+        assert_eq!(with(refused.clone()).unwrap_err().0, ReasonCode::AUTH_INVALID, "{refused}");
+    }
+}
+
+/// Until a JWKS has been fetched once, a token of an unknown key id is answered
+/// auth_unavailable (the client retries), not auth_invalid (it would give up).
+#[test]
+fn before_the_first_jwks_fetch_logins_are_unavailable_not_invalid() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let gw = node(&format!("jwks_url = \"http://127.0.0.1:{port}/jwks.json\"\n"));
+    let ec = ec_key();
+    let signer = EncodingKey::from_ec_pem(ec.private.as_bytes()).unwrap();
+    let token = sign(Algorithm::ES256, "ec-1", &signer, claims("ann"));
+    let refused = login(gw.local_addr(), token);
+    assert_eq!(refused, Err((ReasonCode::AUTH_UNAVAILABLE, "keys not available yet".into())));
+}
+
 /// Python's http.server serving `dir` on a free port.
 fn http_server(dir: &Path) -> (ChildGuard, u16) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -177,9 +215,15 @@ fn keys_from_a_jwks_url_are_refreshed_and_the_last_good_set_kept() {
     std::fs::create_dir(&site).unwrap();
     let rsa_jwk = json!({"kty": "RSA", "kid": "rsa-1", "use": "sig", "alg": "RS256", "n": rsa.n, "e": "AQAB"});
     let ec_jwk = |kid: &str, k: &EcKey| json!({"kty": "EC", "kid": kid, "crv": "P-256", "x": k.x, "y": k.y});
-    // An encryption key and a key of an algorithm not verified are skipped.
-    let skipped = json!({"kty": "RSA", "kid": "enc-1", "use": "enc", "n": rsa.n, "e": "AQAB"});
-    std::fs::write(site.join("jwks.json"), jwks(&[rsa_jwk.clone(), ec_jwk("ec-1", &ec1), skipped])).unwrap();
+    // An encryption key, a symmetric key and a key of an algorithm not verified are skipped.
+    let skipped = [
+        json!({"kty": "RSA", "kid": "enc-1", "use": "enc", "n": rsa.n, "e": "AQAB"}),
+        json!({"kty": "oct", "kid": "oct-1", "k": B64.encode(SECRET)}),
+        json!({"kty": "RSA", "kid": "rs512-1", "alg": "RS512", "n": rsa.n, "e": "AQAB"}),
+    ];
+    let mut first = vec![rsa_jwk.clone(), ec_jwk("ec-1", &ec1)];
+    first.extend(skipped.iter().cloned());
+    std::fs::write(site.join("jwks.json"), jwks(&first)).unwrap();
     let (mut server, port) = http_server(&site);
     let gw = node(&format!("jwks_url = \"http://127.0.0.1:{port}/jwks.json\"\njwks_refresh = \"1s\"\n"));
     let addr = gw.local_addr();
@@ -191,6 +235,10 @@ fn keys_from_a_jwks_url_are_refreshed_and_the_last_good_set_kept() {
     assert!(login(addr, sign(Algorithm::ES256, "ec-1", &ec1_signer, claims("bob"))).is_ok(), "alg from the key type");
     let enc = sign(Algorithm::RS256, "enc-1", &rsa_signer, claims("eve"));
     assert_eq!(login(addr, enc).unwrap_err().0, ReasonCode::AUTH_INVALID, "an encryption key signs nothing");
+    let oct = sign(Algorithm::HS256, "oct-1", &EncodingKey::from_secret(SECRET), claims("eve"));
+    assert_eq!(login(addr, oct).unwrap_err().0, ReasonCode::AUTH_INVALID, "no symmetric key from a JWKS");
+    let rs512 = sign(Algorithm::RS512, "rs512-1", &rsa_signer, claims("eve"));
+    assert_eq!(login(addr, rs512).unwrap_err().0, ReasonCode::AUTH_INVALID, "RS512 is not verified");
 
     // The provider rotates: ec-2 in, ec-1 out.
     std::fs::write(site.join("jwks.json"), jwks(&[rsa_jwk, ec_jwk("ec-2", &ec2)])).unwrap();
@@ -225,6 +273,9 @@ fn bad_key_config_is_reported_with_its_key_path() {
         garbage = dir.path().join("garbage.pem").display(),
     );
     let e = Config::parse(&text).unwrap_err().to_string();
+    // A JWKS over plain http beyond this host: whoever is on the path could swap the keys.
+    let http = Config::parse("[node]\nid = \"n\"\n[auth]\njwks_url = \"http://idp.example/jwks.json\"\n");
+    assert!(http.unwrap_err().to_string().contains("must be an https:// URL"));
     for needle in [
         "auth.public_keys.a",
         "missing.pem",

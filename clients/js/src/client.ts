@@ -222,6 +222,9 @@ export class Client {
     this.epoch++;
     this.cancelReconnect();
     this.attempt = 0;
+    // A token the gateway refused is not sent again: a new connect() asks for a fresh one.
+    if (this.refetchedAfterInvalid && typeof this.opts.token !== "string") this.token = undefined;
+    this.refetchedAfterInvalid = false;
     void this.open(this.epoch);
   }
 

@@ -336,6 +336,12 @@ test("token function: one fresh token after auth_invalid (a rotated-out key), th
   assert.equal(h.disconnects[1]?.willReconnect, false, "a fresh token refused again ends it");
   assert.equal(h.client.state, "closed");
   assert.equal(calls, 2);
+  // A later connect() does not send the refused token again.
+  h.client.connect();
+  await flush();
+  ws = FakeWebSocket.last();
+  ws.open();
+  assert.equal(ws.framesOf("auth")[0]?.body.token, "t3");
 });
 
 test("a static token refused as expired, or auth_invalid, is terminal", async () => {

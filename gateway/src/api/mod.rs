@@ -32,8 +32,12 @@ pub struct Api {
 }
 
 /// The API's listener: backends keep pools of keep-alive connections, so room for many.
-pub const LIMITS: crate::http::Limits =
-    crate::http::Limits { name: "api", max_connections: 1024, header_timeout: std::time::Duration::from_secs(10) };
+pub const LIMITS: crate::http::Limits = crate::http::Limits {
+    name: "api",
+    max_connections: 1024,
+    header_timeout: std::time::Duration::from_secs(10),
+    max_age: std::time::Duration::from_secs(600),
+};
 
 /// How long a request body may take to arrive.
 const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);

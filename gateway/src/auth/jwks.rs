@@ -19,7 +19,8 @@ use super::token::{JwksKeys, JwksSource, Key, KeySet};
 const MAX_BODY: usize = 1 << 20;
 /// One fetch, connect to last byte.
 const TIMEOUT: Duration = Duration::from_secs(5);
-/// Retry delay after a failure (capped by the refresh interval).
+/// Retry delay after a failure (capped by the refresh interval), and the least time between
+/// two fetches a token with an unknown key id asks for.
 const RETRY: Duration = Duration::from_secs(10);
 
 /// Fetches `source` into `keys` until the runtime stops.
@@ -38,13 +39,11 @@ pub async fn refresh_loop(source: JwksSource, keys: JwksKeys) {
             Ok(set) => {
                 fetched.increment(1);
                 held.set(set.len() as f64);
-                if failures > 0 || keys.read().is_ok_and(|k| k.is_empty()) {
+                if failures > 0 || !keys.loaded() {
                     tracing::info!(url = %source.url, keys = set.len(), "jwks loaded");
                 }
                 failures = 0;
-                if let Ok(mut slot) = keys.write() {
-                    *slot = Arc::new(set);
-                }
+                keys.set(set);
                 source.refresh
             }
             Err(error) => {
@@ -57,7 +56,14 @@ pub async fn refresh_loop(source: JwksSource, keys: JwksKeys) {
                 RETRY.min(source.refresh)
             }
         };
-        tokio::time::sleep(wait).await;
+        // Until the next refresh, or earlier when a login named a key id the set lacks (at
+        // most one fetch per RETRY for those).
+        let next = tokio::time::Instant::now() + wait;
+        tokio::time::sleep(RETRY.min(wait)).await;
+        tokio::select! {
+            _ = tokio::time::sleep_until(next) => {}
+            _ = keys.wanted.notified() => {}
+        }
     }
 }
 

@@ -31,8 +31,8 @@ impl Refusal {
     }
 }
 
-/// Checks `auth` under `mode`, with `jwks` the keys last fetched from `auth.jwks_url`.
-pub fn authenticate(mode: &AuthMode, jwks: &token::KeySet, auth: &Auth) -> Result<Identity, Refusal> {
+/// Checks `auth` under `mode`, with `jwks` the keys of `auth.jwks_url` (when it is set).
+pub fn authenticate(mode: &AuthMode, jwks: &token::Jwks, auth: &Auth) -> Result<Identity, Refusal> {
     match mode {
         AuthMode::None => {
             if auth.user_id.is_empty() {
@@ -41,7 +41,7 @@ pub fn authenticate(mode: &AuthMode, jwks: &token::KeySet, auth: &Auth) -> Resul
             Ok(Identity { user_id: auth.user_id.clone(), device_id: auth.device_id.clone(), platform: auth.platform })
         }
         AuthMode::Token(rules) => {
-            let claims = token::verify(&auth.token, rules, jwks)
+            let claims = token::verify(&auth.token, rules, rules.jwks.as_ref().map(|_| jwks))
                 .map_err(|e| Refusal::new(e.reason(), e.client_text(), e.to_string()))?;
             let user_matches = auth.user_id.is_empty() || auth.user_id == claims.sub;
             let device_matches = auth.device_id.is_empty() || auth.device_id == claims.dev;

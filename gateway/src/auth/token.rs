@@ -49,8 +49,36 @@ impl std::fmt::Debug for Key {
 pub type KeySet = BTreeMap<String, Key>;
 
 /// The keys of `auth.jwks_url` as last fetched, shared by the control plane (which refreshes
-/// them) and the workers (which read them at each login).
-pub type JwksKeys = Arc<RwLock<Arc<KeySet>>>;
+/// them) and the workers (which read them at each login, and ask for an early refresh when a
+/// token names a key id the set does not have: a provider that rotated).
+#[derive(Debug, Default)]
+pub struct Jwks {
+    keys: RwLock<Arc<KeySet>>,
+    /// A fetch has succeeded once.
+    loaded: std::sync::atomic::AtomicBool,
+    pub wanted: tokio::sync::Notify,
+}
+
+pub type JwksKeys = Arc<Jwks>;
+
+impl Jwks {
+    /// The current set (empty before the first fetch).
+    pub fn current(&self) -> Arc<KeySet> {
+        self.keys.read().map(|k| k.clone()).unwrap_or_default()
+    }
+
+    pub fn loaded(&self) -> bool {
+        self.loaded.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Replaces the set after a good fetch.
+    pub fn set(&self, keys: KeySet) {
+        if let Ok(mut slot) = self.keys.write() {
+            *slot = Arc::new(keys);
+        }
+        self.loaded.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
 
 /// What the config says about tokens (`[auth]`), with its keys ready for verification.
 #[derive(Debug, Clone)]
@@ -101,6 +129,8 @@ pub enum TokenError {
     Malformed(String),
     #[error("token key id {0:?} is unknown")]
     UnknownKey(String),
+    #[error("token key id {0:?} is not in the JWKS, which has not been fetched yet")]
+    KeysNotLoaded(String),
     #[error("token algorithm {got:?} is not its key's {want:?}")]
     Algorithm { got: Algorithm, want: Algorithm },
     #[error("token signature is wrong")]
@@ -122,6 +152,8 @@ impl TokenError {
     pub fn reason(&self) -> ReasonCode {
         match self {
             TokenError::Expired => ReasonCode::AUTH_EXPIRED,
+            // The gateway cannot check it yet; the client retries with backoff.
+            TokenError::KeysNotLoaded(_) => ReasonCode::AUTH_UNAVAILABLE,
             _ => ReasonCode::AUTH_INVALID,
         }
     }
@@ -133,6 +165,7 @@ impl TokenError {
             TokenError::Expired => "token expired",
             TokenError::NotYet => "token not valid yet",
             TokenError::TooLong { .. } => "token lifetime too long",
+            TokenError::KeysNotLoaded(_) => "keys not available yet",
             _ => "token not valid",
         }
     }
@@ -165,19 +198,41 @@ pub fn unix_now() -> u64 {
     jsonwebtoken::get_current_timestamp()
 }
 
-/// Checks `token` against `rules`' keys and then `jwks`, now.
-pub fn verify(token: &str, rules: &TokenRules, jwks: &KeySet) -> Result<Claims, TokenError> {
+/// Checks `token` against `rules`' keys and then the JWKS's (`jwks`; `None` without a
+/// JWKS URL), now.
+pub fn verify(token: &str, rules: &TokenRules, jwks: Option<&Jwks>) -> Result<Claims, TokenError> {
     let now = unix_now();
     let header = jsonwebtoken::decode_header(token).map_err(|e| TokenError::Malformed(e.to_string()))?;
     let kid = header.kid.ok_or_else(|| TokenError::Malformed("the header has no kid".into()))?;
-    let key = rules.keys.get(&kid).or_else(|| jwks.get(&kid)).ok_or(TokenError::UnknownKey(kid))?;
+    let fetched = jwks.map(Jwks::current);
+    let key = match rules.keys.get(&kid).or_else(|| fetched.as_ref().and_then(|set| set.get(&kid))) {
+        Some(key) => key,
+        None => {
+            return Err(match jwks {
+                // Perhaps a key the provider has just published: fetch again soon.
+                Some(jwks) if jwks.loaded() => {
+                    jwks.wanted.notify_one();
+                    TokenError::UnknownKey(kid)
+                }
+                Some(jwks) => {
+                    jwks.wanted.notify_one();
+                    TokenError::KeysNotLoaded(kid)
+                }
+                None => TokenError::UnknownKey(kid),
+            });
+        }
+    };
     if header.alg != key.alg {
         return Err(TokenError::Algorithm { got: header.alg, want: key.alg });
     }
     let mut validation = Validation::new(key.alg);
     validation.leeway = rules.max_clock_skew.as_secs();
     validation.validate_nbf = true;
-    validation.set_required_spec_claims(&["exp"]);
+    // exp always; iss and aud when configured (a token without them is not for this gateway).
+    let mut required = vec!["exp"];
+    required.extend(rules.issuer.as_ref().map(|_| "iss"));
+    required.extend(rules.audience.as_ref().map(|_| "aud"));
+    validation.set_required_spec_claims(&required);
     match &rules.issuer {
         Some(iss) => validation.set_issuer(&[iss]),
         None => validation.iss = None,
@@ -236,7 +291,7 @@ mod tests {
     }
 
     fn check(token: &str) -> Result<Claims, TokenError> {
-        verify(token, &rules(), &KeySet::new())
+        verify(token, &rules(), None)
     }
 
     #[test]

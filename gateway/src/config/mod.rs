@@ -297,7 +297,9 @@ fn listener_clashes(listeners: &[(&str, Option<SocketAddr>)], x: &mut Extract) {
     let set: Vec<(&str, SocketAddr)> = listeners.iter().filter_map(|(k, a)| Some((*k, (*a)?))).collect();
     for (i, (key_a, a)) in set.iter().enumerate() {
         for (key_b, b) in &set[i + 1..] {
-            let overlap = a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified();
+            // 0.0.0.0 covers every IPv4 address; [::] (dual-stack) covers every address.
+            let covers = |w: &SocketAddr, o: &SocketAddr| w.ip().is_unspecified() && (w.is_ipv6() || o.is_ipv4());
+            let overlap = a.ip() == b.ip() || covers(a, b) || covers(b, a);
             if a.port() == b.port() && a.port() != 0 && overlap {
                 x.invalid(key_b, format!("{b} clashes with {key_a} = \"{a}\": each listener needs its own port"));
             }

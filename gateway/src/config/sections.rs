@@ -87,10 +87,13 @@ pub(super) fn auth_mode(raw: RawAuth, x: &mut Extract) -> AuthMode {
     let jwks = raw.jwks_url.and_then(|v| {
         x.get("auth.jwks_url", Some(v), None, |v| {
             let url = string(v)?;
-            if url.starts_with("http://") || url.starts_with("https://") {
+            // Whoever can change the keys signs tokens for any user: https, or http only to
+            // this host (a sidecar).
+            let loopback = ["http://127.", "http://localhost:", "http://localhost/", "http://[::1]"];
+            if url.starts_with("https://") || loopback.iter().any(|p| url.starts_with(p)) {
                 Ok(Some(url))
             } else {
-                Err(format!("{url:?} is not an http:// or https:// URL"))
+                Err(format!("{url:?} must be an https:// URL (http:// only to 127.x, localhost or [::1])"))
             }
         })
     });
@@ -238,11 +241,19 @@ pub(super) fn drain(raw: RawDrain, x: &mut Extract) -> DrainConfig {
     }
 }
 
+/// `url` with any password replaced (error messages end up in logs and terminals).
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}://***@{}", &url[..scheme], &url[at + 1..]),
+        _ => url.to_owned(),
+    }
+}
+
 /// A URL the Redis client takes: `redis://`, `rediss://` (TLS) or `unix://` / `redis+unix://`.
 fn redis_url(url: &str) -> Result<String, String> {
     redis::Client::open(url)
         .map(|_| url.to_owned())
-        .map_err(|e| format!("{url:?} is not a Redis URL like \"redis://host:6379\" ({e})"))
+        .map_err(|e| format!("{:?} is not a Redis URL like \"redis://host:6379\" ({e})", redacted(url)))
 }
 
 pub(super) fn redis(raw: RawRedis, x: &mut Extract) -> RedisTarget {

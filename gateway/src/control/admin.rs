@@ -54,7 +54,12 @@ pub struct AdminView {
 }
 
 /// The admin listener: a few scrapers and operators, never a crowd.
-pub const LIMITS: Limits = Limits { name: "admin", max_connections: 64, header_timeout: Duration::from_secs(5) };
+pub const LIMITS: Limits = Limits {
+    name: "admin",
+    max_connections: 64,
+    header_timeout: Duration::from_secs(5),
+    max_age: Duration::from_secs(60),
+};
 
 impl AdminView {
     /// `Ok` when ready for new clients, else why not.
@@ -142,15 +147,22 @@ impl AdminView {
 /// Why a request may not be served: its status and the reason.
 fn refusal(view: &AdminView, request: &crate::http::Request) -> Option<(u16, &'static str)> {
     let headers = request.headers();
-    let Some(host) = headers.get(HOST).and_then(|h| h.to_str().ok()) else {
-        return Some((400, "a Host header is needed\n"));
+    // No Host at all is an HTTP/1.0 health check (HAProxy's httpchk, keepalived): no browser
+    // sends that, so it is not what the Host rule guards against.
+    let host = match headers.get(HOST).map(|h| h.to_str()) {
+        None => None,
+        Some(Ok(host)) => Some(host),
+        Some(Err(_)) => return Some((400, "the Host header is not text\n")),
     };
-    if !host_allowed(host, &view.hosts) {
+    if let Some(host) = host
+        && !host_allowed(host, &view.hosts)
+    {
         return Some((403, "Host not allowed: use an IP address, localhost, or a name listed in admin.hosts\n"));
     }
     if let Some(origin) = headers.get(ORIGIN) {
-        let same =
-            origin.to_str().ok().and_then(|o| o.strip_prefix("http://")).is_some_and(|o| o.eq_ignore_ascii_case(host));
+        let same = host.is_some_and(|host| {
+            origin.to_str().ok().and_then(|o| o.strip_prefix("http://")).is_some_and(|o| o.eq_ignore_ascii_case(host))
+        });
         if !same {
             return Some((403, "cross-origin request refused\n"));
         }
@@ -166,11 +178,17 @@ fn refusal(view: &AdminView, request: &crate::http::Request) -> Option<(u16, &'s
 
 /// `host` (with or without its port) is an IP literal, localhost, or one of `allowed`.
 fn host_allowed(host: &str, allowed: &[String]) -> bool {
+    let port_ok = |rest: &str| rest.is_empty() || rest.strip_prefix(':').is_some_and(|p| p.parse::<u16>().is_ok());
     let name = match host.strip_prefix('[') {
-        Some(v6) => return v6.split(']').next().is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok()),
-        None => {
-            host.rsplit_once(':').map_or(host, |(name, port)| if port.parse::<u16>().is_ok() { name } else { host })
+        Some(v6) => {
+            let Some((ip, rest)) = v6.split_once(']') else { return false };
+            return ip.parse::<std::net::Ipv6Addr>().is_ok() && port_ok(rest);
         }
+        None => match host.rsplit_once(':') {
+            Some((name, port)) if port.parse::<u16>().is_ok() => name,
+            Some(_) => return false,
+            None => host,
+        },
     };
     name.parse::<std::net::Ipv4Addr>().is_ok()
         || name.eq_ignore_ascii_case("localhost")

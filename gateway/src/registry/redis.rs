@@ -90,10 +90,8 @@ if holder == false or holder == ARGV[1] then
 end
 return 0";
 
-/// Users popped and swept per round trip, and rounds per lease tick (a dead node with more
-/// users is finished over the next ticks).
+/// Users swept per round trip.
 const SWEEP_BATCH: usize = 500;
-const SWEEP_ROUNDS: usize = 20;
 
 /// Deletes the lease `KEYS[1]` only if it is still this epoch's (`ARGV[1]`).
 const DEREGISTER: &str = r"
@@ -270,11 +268,7 @@ fn lease_cmds(prefix: &str, node: &NodeInfo, records: usize, ttl: Duration) -> V
     // Entries of nodes dead for an hour go; younger dead ones are skipped by their score.
     let mut prune = redis::cmd("ZREMRANGEBYSCORE");
     prune.arg(nodes_key(prefix)).arg("-inf").arg(now.saturating_sub(3_600_000));
-    // The user index outlives the lease by the hour its nodes-index entry does, so a sweep
-    // can find it; after that both are gone.
-    let mut index = redis::cmd("PEXPIRE");
-    index.arg(users_key(prefix, &node_member(&node.id, node.epoch))).arg(ttl.as_millis() as u64 + 3_600_000);
-    vec![(hset, false), (expire, false), (live, false), (prune, false), (index, false)]
+    vec![(hset, false), (expire, false), (live, false), (prune, false)]
 }
 
 /// Kick-list pushes for every displaced record held by another node.
@@ -429,8 +423,9 @@ impl Task {
             cmds.extend(self.batcher.rooms().map(|room| room_cmd(&prefix, &self.node, room, true)));
         }
         cmds.extend(rooms.iter().map(|(room, present)| room_cmd(&prefix, &self.node, room, *present)));
-        cmds.extend(ops.iter().map(|op| op_cmd(&prefix, op, self.policy)));
-        // The node's user index, after the records (its replies are not wanted).
+        // The node's user index: added to before the records are written, removed from after
+        // (an index naming a user without records costs a sweep one lookup; a record no index
+        // names would never be swept). Its replies are not wanted.
         let index = users_key(&prefix, &node_member(&self.node.id, self.node.epoch));
         if reassert {
             let users: Vec<&str> = self.batcher.users().collect();
@@ -441,18 +436,26 @@ impl Task {
             }
         }
         for op in &ops {
-            match op {
-                RegistryOp::Put { user, .. } => {
-                    let mut add = redis::cmd("SADD");
-                    add.arg(&index).arg(user);
-                    cmds.push((add, false));
-                }
-                RegistryOp::Del { user, .. } if !self.batcher.holds_user(user) => {
-                    let mut remove = redis::cmd("SREM");
-                    remove.arg(&index).arg(user);
-                    cmds.push((remove, false));
-                }
-                _ => {}
+            if let RegistryOp::Put { user, .. } = op {
+                let mut add = redis::cmd("SADD");
+                add.arg(&index).arg(user);
+                cmds.push((add, false));
+            }
+        }
+        // It outlives the lease by the hour the node's live-node entry does, so a sweep can
+        // find it; after that both are gone.
+        let mut expire = redis::cmd("PEXPIRE");
+        expire.arg(&index).arg(self.target.lease_ttl.as_millis() as u64 + 3_600_000);
+        cmds.push((expire, false));
+        cmds.extend(ops.iter().map(|op| op_cmd(&prefix, op, self.policy)));
+        // A user leaves the index after its last record here is deleted, not before.
+        for op in &ops {
+            if let RegistryOp::Del { user, .. } = op
+                && !self.batcher.holds_user(user)
+            {
+                let mut remove = redis::cmd("SREM");
+                remove.arg(&index).arg(user);
+                cmds.push((remove, false));
             }
         }
         let Some(conn) = self.conn.as_mut() else {
@@ -480,21 +483,26 @@ impl Task {
     }
 
     /// Removes the records of node starts whose lease expired without a deregistration (a
-    /// killed node, a lost host): at most [`SWEEP_ROUNDS`] batches per call, one node start at
-    /// a time, claimed so that one survivor sweeps it. A start is done when its user index is
-    /// empty: it then leaves the live-node index.
+    /// killed node, a lost host), one node start at a time, claimed so that one survivor
+    /// sweeps it, for at most a sixth of the lease TTL per call (the registry's own writes
+    /// wait meanwhile). A start counts as dead only while its lease key is gone or holds
+    /// another epoch: that expiry is Redis's clock, not this node's, and a node cut off from
+    /// Redis that comes back renews it and stops the sweep. Users are read, swept, and only
+    /// then removed from the start's index, so a sweep that fails half way loses nobody.
     async fn sweep(&mut self) -> redis::RedisResult<()> {
+        let started = std::time::Instant::now();
+        let budget = self.target.lease_ttl / 6;
         let prefix = self.target.prefix.clone();
         let me = node_member(&self.node.id, self.node.epoch);
         let claim_ms = (self.target.lease_ttl * 3).as_millis().to_string();
         let state = self.state.clone();
         let Some(conn) = self.conn.as_mut() else { return Ok(()) };
-        let mut dead = redis::cmd("ZRANGEBYSCORE");
-        dead.arg(nodes_key(&prefix)).arg("-inf").arg(format!("({}", super::unix_ms()));
+        let mut expired = redis::cmd("ZRANGEBYSCORE");
+        expired.arg(nodes_key(&prefix)).arg("-inf").arg(format!("({}", super::unix_ms()));
         let members: Vec<String> =
-            conn.run(&[(dead, true)]).await?.pop().and_then(|v| redis::from_redis_value(v).ok()).unwrap_or_default();
-        let mut rounds = SWEEP_ROUNDS;
+            conn.run(&[(expired, true)]).await?.pop().and_then(|v| redis::from_redis_value(v).ok()).unwrap_or_default();
         for member in members.into_iter().filter(|m| *m != me) {
+            let Some((node, epoch)) = member.rsplit_once('|') else { continue };
             let claim = eval(CLAIM, sweep_key(&prefix, &member), &[me.clone(), claim_ms.clone()]);
             let claimed: i64 =
                 conn.run(&[(claim, true)]).await?.pop().and_then(|v| redis::from_redis_value(v).ok()).unwrap_or(0);
@@ -504,14 +512,21 @@ impl Task {
             let index = users_key(&prefix, &member);
             let records = format!("{member}|");
             loop {
-                if rounds == 0 {
+                if started.elapsed() >= budget {
                     return Ok(());
                 }
-                rounds -= 1;
-                let mut pop = redis::cmd("SPOP");
-                pop.arg(&index).arg(SWEEP_BATCH);
+                // Alive after all (its lease is back): leave it.
+                let mut lease = redis::cmd("HGET");
+                lease.arg(node_key(&prefix, node)).arg("epoch");
+                let live: Option<String> =
+                    conn.run(&[(lease, true)]).await?.pop().and_then(|v| redis::from_redis_value(v).ok()).flatten();
+                if live.as_deref() == Some(epoch) {
+                    break;
+                }
+                let mut some = redis::cmd("SRANDMEMBER");
+                some.arg(&index).arg(SWEEP_BATCH);
                 let users: Vec<String> = conn
-                    .run(&[(pop, true)])
+                    .run(&[(some, true)])
                     .await?
                     .pop()
                     .and_then(|v| redis::from_redis_value(v).ok())
@@ -524,10 +539,13 @@ impl Task {
                     conn.run(&[(unlist, false), (done, false)]).await?;
                     break;
                 }
-                let cmds: Vec<(redis::Cmd, bool)> = users
+                let mut cmds: Vec<(redis::Cmd, bool)> = users
                     .iter()
                     .map(|u| (eval(SWEEP, user_key(&prefix, u), std::slice::from_ref(&records)), true))
                     .collect();
+                let mut swept = redis::cmd("SREM");
+                swept.arg(&index).arg(&users);
+                cmds.push((swept, false));
                 let removed: u64 =
                     conn.run(&cmds).await?.into_iter().filter_map(|v| redis::from_redis_value::<u64>(v).ok()).sum();
                 if let Ok(mut s) = state.lock() {
@@ -548,7 +566,7 @@ impl Task {
         // With every record removed, nothing is left to sweep. Records still held (closes
         // that could not be written) stay findable: the start's entry in the live-node index
         // expires by its score, and a survivor sweeps them.
-        if self.batcher.records() == 0 {
+        if self.batcher.records() == 0 && self.batcher.pending_len() == 0 {
             let mut unlist = redis::cmd("ZREM");
             unlist.arg(nodes_key(&self.target.prefix)).arg(&member);
             let mut index = redis::cmd("DEL");

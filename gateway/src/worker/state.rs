@@ -301,8 +301,7 @@ impl Worker {
     }
 
     fn on_auth(&mut self, id: u64, auth: Auth, now: Instant) {
-        let jwks = self.jwks.read().map(|keys| keys.clone()).unwrap_or_default();
-        let mut result = auth::authenticate(&self.config.auth, &jwks, &auth);
+        let mut result = auth::authenticate(&self.config.auth, &self.jwks, &auth);
         if let Some(r) = &self.registry
             && result.is_ok()
             && !r.fail_open

@@ -276,6 +276,9 @@ fn bad_key_config_is_reported_with_its_key_path() {
     // A JWKS over plain http beyond this host: whoever is on the path could swap the keys.
     let http = Config::parse("[node]\nid = \"n\"\n[auth]\njwks_url = \"http://idp.example/jwks.json\"\n");
     assert!(http.unwrap_err().to_string().contains("must be an https:// URL"));
+    // A name that only looks like a loopback address.
+    let lookalike = Config::parse("[node]\nid = \"n\"\n[auth]\njwks_url = \"http://127.evil.example/jwks.json\"\n");
+    assert!(lookalike.unwrap_err().to_string().contains("must be an https:// URL"));
     for needle in [
         "auth.public_keys.a",
         "missing.pem",

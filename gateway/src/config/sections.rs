@@ -89,8 +89,13 @@ pub(super) fn auth_mode(raw: RawAuth, x: &mut Extract) -> AuthMode {
             let url = string(v)?;
             // Whoever can change the keys signs tokens for any user: https, or http only to
             // this host (a sidecar).
-            let loopback = ["http://127.", "http://localhost:", "http://localhost/", "http://[::1]"];
-            if url.starts_with("https://") || loopback.iter().any(|p| url.starts_with(p)) {
+            let uri: Option<hyper::Uri> = url.parse().ok();
+            let host = uri.as_ref().and_then(|u| u.host()).map(|h| h.trim_matches(['[', ']']));
+            let loopback = host.is_some_and(|h| {
+                h.eq_ignore_ascii_case("localhost") || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+            });
+            let scheme = uri.as_ref().and_then(|u| u.scheme_str());
+            if scheme == Some("https") && host.is_some() || scheme == Some("http") && loopback {
                 Ok(Some(url))
             } else {
                 Err(format!("{url:?} must be an https:// URL (http:// only to 127.x, localhost or [::1])"))

@@ -170,10 +170,6 @@ fn every_metric_the_dashboard_and_the_rules_name_exists_on_a_real_node() {
     assert!(missing.is_empty(), "named in monitoring/ but not exported by a node: {missing:?}");
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// A gateway child process from `toml`; its client address.
 fn child_gateway(dir: &Path, name: &str, toml: &str) -> (ChildGuard, SocketAddr) {
     let path = dir.join(format!("{name}.toml"));

@@ -186,8 +186,8 @@ fn a_redis_url_that_is_not_one_is_a_config_error() {
 #[test]
 fn an_unreachable_redis_is_logged_and_counted() {
     let dir = tempdir::Dir::new();
-    let unused = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let admin = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let unused: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let path = dir.path().join("node.toml");
     std::fs::write(
         &path,
@@ -289,17 +289,7 @@ fn a_killed_node_s_records_are_swept_by_a_survivor() {
     config.auth = AuthMode::None;
     config.redis = Some(redis.target(ttl));
     let survivor = start_with(config, 1);
-    let path = dir.path().join("doomed.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[node]\nid = \"doomed\"\n[listen]\ntcp = \"127.0.0.1:0\"\n[auth]\nmode = \"none\"\n\
-             [redis]\nurl = \"{}\"\nlease_ttl = \"1s\"\n",
-            redis.url()
-        ),
-    )
-    .unwrap();
-    let (child, addr) = spawn_gateway(&path);
+    let (child, addr) = spawn_redis_node(dir.path(), "doomed", &redis.url());
     let mut doomed = ChildGuard(child);
     let addr: SocketAddr = addr.parse().unwrap();
     let login = |at: SocketAddr, user: &str| {

@@ -167,17 +167,7 @@ fn outage_then_reassert(driver: IoDriver) {
 fn killed_node_goes_stale_within_the_lease() {
     let dir = tempdir::Dir::new();
     let redis = RedisServer::start(dir.path());
-    let path = dir.path().join("gw.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[node]\nid = \"doomed\"\n[listen]\ntcp = \"127.0.0.1:0\"\n[auth]\nmode = \"none\"\n\
-             [redis]\nurl = \"{}\"\nlease_ttl = \"1s\"\n",
-            redis.url()
-        ),
-    )
-    .unwrap();
-    let (mut child, addr) = spawn_gateway(&path);
+    let (mut child, addr) = spawn_redis_node(dir.path(), "doomed", &redis.url());
     let (_dave, _) = login(addr.parse().unwrap(), "dave", "d");
     assert!(eventually(T, || redis.hget("rg:u:dave", "d").is_some()));
     let killed = std::time::Instant::now();

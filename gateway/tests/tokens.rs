@@ -180,7 +180,7 @@ fn issuer_and_audience_are_required_when_configured() {
 /// auth_unavailable (the client retries), not auth_invalid (it would give up).
 #[test]
 fn before_the_first_jwks_fetch_logins_are_unavailable_not_invalid() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let gw = node(&format!("jwks_url = \"http://127.0.0.1:{port}/jwks.json\"\n"));
     let ec = ec_key();
     let signer = EncodingKey::from_ec_pem(ec.private.as_bytes()).unwrap();
@@ -191,7 +191,7 @@ fn before_the_first_jwks_fetch_logins_are_unavailable_not_invalid() {
 
 /// Python's http.server serving `dir` on a free port.
 fn http_server(dir: &Path) -> (ChildGuard, u16) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let child = Command::new("python3")
         .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1", "--directory"])
         .arg(dir)

@@ -509,6 +509,26 @@ fn free_cluster_ports(n: usize) -> Vec<u16> {
     ports
 }
 
+/// A loopback port nothing listens on now (bound and released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A child node `id` on the Redis at `redis_url` with a 1 s lease and no auth, from a config
+/// written in `dir`; returns it and its client address once it listens.
+pub fn spawn_redis_node(dir: &Path, id: &str, redis_url: &str) -> (Child, String) {
+    let path = dir.join(format!("{id}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "[node]\nid = \"{id}\"\n[listen]\ntcp = \"127.0.0.1:0\"\n[auth]\nmode = \"none\"\n\
+             [redis]\nurl = \"{redis_url}\"\nlease_ttl = \"1s\"\n"
+        ),
+    )
+    .unwrap();
+    spawn_gateway(&path)
+}
+
 /// Runs `ringgate run --config PATH` as a child process; returns it and its client address
 /// once it is listening.
 pub fn spawn_gateway(path: &Path) -> (Child, String) {

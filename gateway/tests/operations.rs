@@ -150,6 +150,8 @@ fn readiness_under_a_redis_outage_follows_fail_open() {
     redis.stop();
     assert!(eventually(T, || ready(&closed).0 == 503), "{:?}", ready(&closed));
     assert!(ready(&closed).1.contains("registry unavailable"), "{:?}", ready(&closed));
+    // Each node notices the outage at its own next write: wait until this one has too.
+    assert!(eventually(T, || ready(&open).1.contains("degraded")), "{:?}", ready(&open));
     let (status, body) = ready(&open);
     assert_eq!(status, 200, "a shared Redis must not pull every fail-open node: {body}");
     assert!(body.starts_with("ready, degraded: registry unavailable"), "{body}");

@@ -180,6 +180,11 @@ impl Conn {
         }
     }
 
+    /// Runs one command; its reply as `T`, `None` when it is not one.
+    async fn one<T: redis::FromRedisValue>(&mut self, cmd: redis::Cmd) -> redis::RedisResult<Option<T>> {
+        Ok(self.run(&[(cmd, true)]).await?.pop().and_then(|v| redis::from_redis_value(v).ok()))
+    }
+
     /// Runs `cmds` (pipelined on a single node, one by one on a cluster, where they may span
     /// slots) and returns the replies of those marked wanted, in order.
     pub(crate) async fn run(&mut self, cmds: &[(redis::Cmd, bool)]) -> redis::RedisResult<Vec<redis::Value>> {
@@ -499,13 +504,11 @@ impl Task {
         let Some(conn) = self.conn.as_mut() else { return Ok(()) };
         let mut expired = redis::cmd("ZRANGEBYSCORE");
         expired.arg(nodes_key(&prefix)).arg("-inf").arg(format!("({}", super::unix_ms()));
-        let members: Vec<String> =
-            conn.run(&[(expired, true)]).await?.pop().and_then(|v| redis::from_redis_value(v).ok()).unwrap_or_default();
+        let members: Vec<String> = conn.one(expired).await?.unwrap_or_default();
         for member in members.into_iter().filter(|m| *m != me) {
             let Some((node, epoch)) = member.rsplit_once('|') else { continue };
             let claim = eval(CLAIM, sweep_key(&prefix, &member), &[me.clone(), claim_ms.clone()]);
-            let claimed: i64 =
-                conn.run(&[(claim, true)]).await?.pop().and_then(|v| redis::from_redis_value(v).ok()).unwrap_or(0);
+            let claimed: i64 = conn.one(claim).await?.unwrap_or(0);
             if claimed != 1 {
                 continue;
             }
@@ -518,19 +521,13 @@ impl Task {
                 // Alive after all (its lease is back): leave it.
                 let mut lease = redis::cmd("HGET");
                 lease.arg(node_key(&prefix, node)).arg("epoch");
-                let live: Option<String> =
-                    conn.run(&[(lease, true)]).await?.pop().and_then(|v| redis::from_redis_value(v).ok()).flatten();
+                let live: Option<String> = conn.one(lease).await?.flatten();
                 if live.as_deref() == Some(epoch) {
                     break;
                 }
                 let mut some = redis::cmd("SRANDMEMBER");
                 some.arg(&index).arg(SWEEP_BATCH);
-                let users: Vec<String> = conn
-                    .run(&[(some, true)])
-                    .await?
-                    .pop()
-                    .and_then(|v| redis::from_redis_value(v).ok())
-                    .unwrap_or_default();
+                let users: Vec<String> = conn.one(some).await?.unwrap_or_default();
                 if users.is_empty() {
                     let mut unlist = redis::cmd("ZREM");
                     unlist.arg(nodes_key(&prefix)).arg(&member);

@@ -190,14 +190,22 @@ impl Conn {
     pub(crate) async fn run(&mut self, cmds: &[(redis::Cmd, bool)]) -> redis::RedisResult<Vec<redis::Value>> {
         match self {
             Conn::Single(c) => {
-                let mut pipe = redis::pipe();
-                for (cmd, want) in cmds {
-                    pipe.add_command(cmd.clone());
-                    if !want {
-                        pipe.ignore();
+                // In pipelines of at most PIPELINE commands: a re-assert of a whole node's
+                // records would otherwise be encoded, sent and answered in one buffer of
+                // hundreds of bytes per record, all of it at once.
+                let mut out = Vec::new();
+                for part in cmds.chunks(PIPELINE) {
+                    let mut pipe = redis::pipe();
+                    for (cmd, want) in part {
+                        pipe.add_command(cmd.clone());
+                        if !want {
+                            pipe.ignore();
+                        }
                     }
+                    let replies: Vec<redis::Value> = pipe.query_async(c).await?;
+                    out.extend(replies);
                 }
-                pipe.query_async(c).await
+                Ok(out)
             }
             Conn::Cluster(c) => {
                 let mut out = Vec::new();
@@ -212,6 +220,9 @@ impl Conn {
         }
     }
 }
+
+/// Commands per pipeline round trip.
+const PIPELINE: usize = 1024;
 
 fn eval(script: &str, key: String, args: &[String]) -> redis::Cmd {
     let mut cmd = redis::cmd("EVAL");

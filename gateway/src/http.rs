@@ -122,3 +122,57 @@ where
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// A client that keeps a connection busy (a request every 50 ms, each answered) still
+    /// loses it at `max_age`.
+    #[test]
+    fn a_busy_keep_alive_connection_is_closed_at_its_max_age() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = Limits {
+            name: "test",
+            max_connections: 4,
+            header_timeout: Duration::from_secs(5),
+            max_age: Duration::from_millis(400),
+        };
+        let client = std::thread::spawn(move || {
+            let mut stream = std::net::TcpStream::connect(addr).unwrap();
+            stream.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let started = Instant::now();
+            let mut answered = 0;
+            while started.elapsed() < Duration::from_secs(5) {
+                if stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").is_err() {
+                    break;
+                }
+                let mut got = Vec::new();
+                let mut buf = [0u8; 512];
+                while !got.ends_with(b"\r\n\r\nok") {
+                    match stream.read(&mut buf) {
+                        Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
+                        _ => return (started.elapsed(), answered),
+                    }
+                }
+                answered += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            (started.elapsed(), answered)
+        });
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            tokio::spawn(serve(listener, limits, |_| async { respond(200, "text/plain", "ok") }));
+            while !client.is_finished() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        let (lasted, answered) = client.join().unwrap();
+        assert!(answered >= 3, "{answered} requests answered");
+        assert!(lasted >= Duration::from_millis(350) && lasted < Duration::from_secs(2), "closed after {lasted:?}");
+    }
+}

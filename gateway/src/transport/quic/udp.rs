@@ -23,6 +23,8 @@ const SEND_BATCH: usize = 64;
 /// Datagrams waiting for the socket to have room, at most; more are dropped (QUIC's loss
 /// recovery resends what matters).
 const MAX_QUEUED: usize = 8192;
+/// ...and bytes of them: a backlogged socket cannot make the queue hold more than this.
+const MAX_QUEUED_BYTES: usize = 4 << 20;
 
 /// Control-message space per datagram, in u64s (aligned for cmsghdr): room for one
 /// in6_pktinfo or in_pktinfo message.
@@ -200,9 +202,10 @@ impl TxQueue {
         self.items.is_empty()
     }
 
-    /// Queues `datagram` for `to`, to leave from address `from` when given.
+    /// Queues `datagram` for `to`, to leave from address `from` when given; drops it when the
+    /// queue holds [`MAX_QUEUED`] datagrams or [`MAX_QUEUED_BYTES`].
     pub fn push(&mut self, to: SocketAddr, from: Option<IpAddr>, datagram: &[u8]) {
-        if self.items.len() >= MAX_QUEUED {
+        if self.items.len() >= MAX_QUEUED || self.data.len() + datagram.len() > MAX_QUEUED_BYTES {
             return;
         }
         self.items.push_back(Item { offset: self.data.len(), len: datagram.len(), to: to.into(), from });
@@ -250,11 +253,28 @@ impl TxQueue {
                     }
                 }
             } else {
-                self.items.drain(..(sent as usize).min(batch));
+                self.sent((sent as usize).min(batch));
             }
         }
         self.data.clear();
         true
+    }
+
+    /// The first `n` datagrams left. Their bytes are given back once they are half of the
+    /// buffer, so a socket that stays backlogged while some datagrams go (the queue never
+    /// empty) does not grow the buffer by everything ever queued.
+    fn sent(&mut self, n: usize) {
+        self.items.drain(..n.min(self.items.len()));
+        let Some(front) = self.items.front().map(|i| i.offset) else {
+            self.data.clear();
+            return;
+        };
+        if front > 0 && front >= self.data.len() / 2 {
+            self.data.drain(..front);
+            for item in &mut self.items {
+                item.offset -= front;
+            }
+        }
     }
 }
 
@@ -347,6 +367,28 @@ mod tests {
             assert_eq!(data, &vec![i as u8; 100 + i]);
             assert_eq!(*from, a.local_addr().unwrap());
         }
+    }
+
+    #[test]
+    fn a_backlogged_queue_gives_sent_bytes_back() {
+        let to: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let mut queue = TxQueue::default();
+        queue.push(to, None, &[1; 1000]);
+        // A datagram leaves for each one queued, but the queue is never empty.
+        for i in 0..10_000u32 {
+            queue.push(to, None, &[i as u8; 1000]);
+            queue.sent(1);
+        }
+        assert_eq!(queue.items.len(), 1);
+        assert!(queue.data.len() <= 2 * 1000, "{} bytes held for one datagram", queue.data.len());
+        let front = queue.items.front().map(|i| i.offset).unwrap();
+        assert_eq!(queue.data[front..front + 1000], [(9_999u32 as u8); 1000]);
+        // And the bytes bound holds whatever the datagram count.
+        let mut full = TxQueue::default();
+        for _ in 0..MAX_QUEUED {
+            full.push(to, None, &[0; 1400]);
+        }
+        assert!(full.data.len() <= MAX_QUEUED_BYTES && full.items.len() < MAX_QUEUED);
     }
 
     #[test]

@@ -334,3 +334,50 @@ pub fn run(binary: &Path, attacks: &[Attack], window: Duration, limits: bool) ->
     }
     Ok(json!({ "subcommand": "abuse", "address_limits": limits, "window_s": window.as_secs_f64(), "phases": phases }))
 }
+
+/// `abuse --handshake-memory N`: what `N` TLS handshakes leave behind. A node with the
+/// per-address limits lifted gets `N` connections (from 250 source addresses) that each send
+/// a ClientHello and stall (the node builds its handshake state and answers); then all close.
+/// The node's RSS (all, and anonymous) idle, at the peak, and 15 s after the last one closed
+/// (one allocator trim interval and more), twice over, so a ratchet would show.
+pub fn handshake_memory(binary: &Path, count: usize) -> std::io::Result<Value> {
+    let target = start(binary, false)?;
+    let pid = target.node.pid();
+    let rss = || {
+        json!({
+            "rss_kib": crate::procinfo::rss_kib(pid).unwrap_or(0),
+            "rss_anon_kib": crate::procinfo::rss_anon_kib(pid).unwrap_or(0),
+        })
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let idle = rss();
+    let hello = client_hello();
+    let mut rounds = Vec::new();
+    for _ in 0..2 {
+        let mut held = Vec::with_capacity(count);
+        let started = Instant::now();
+        for i in 0..count {
+            let source: IpAddr = [127, 0, 10, (i % 250 + 1) as u8].into();
+            let Ok(mut s) = connect_from(source, target.tls) else { continue };
+            if s.write_all(&hello).is_ok() {
+                held.push(s);
+            }
+        }
+        let opened_in = started.elapsed();
+        std::thread::sleep(Duration::from_millis(500));
+        let peak = rss();
+        let sent = held.len();
+        drop(held);
+        std::thread::sleep(Duration::from_secs(15));
+        rounds
+            .push(json!({ "hellos": sent, "opened_in_s": opened_in.as_secs_f64(), "peak": peak, "after_15s": rss() }));
+    }
+    let anon = |v: &Value| v["rss_anon_kib"].as_f64().unwrap_or(0.0);
+    let last = rounds.last().map(|r| anon(&r["after_15s"])).unwrap_or(0.0);
+    Ok(json!({
+        "subcommand": "abuse --handshake-memory",
+        "idle": idle,
+        "rounds": rounds,
+        "anon_after_vs_idle_pct": ((last - anon(&idle)) / anon(&idle).max(1.0) * 1000.0).round() / 10.0,
+    }))
+}

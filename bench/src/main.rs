@@ -131,6 +131,10 @@ enum Cmd {
         /// `off` lifts the per-address limits, to compare with the defaults.
         #[arg(long, default_value = "on")]
         limits: String,
+        /// Instead of the attacks: N stalled ClientHellos, then none; the node's RSS before,
+        /// at the peak and after (twice).
+        #[arg(long)]
+        handshake_memory: Option<usize>,
     },
     /// One node with a reference backend and Redis under hours-long churn (held connections,
     /// TCP/TLS/QUIC logins, echoes, closes), a backend restart and a Redis restart: RSS and
@@ -400,9 +404,13 @@ fn main() -> ExitCode {
                 };
                 println!("{}", ringgate_bench::soak::run(&gateway, &args)?);
             }
-            Cmd::Abuse { gateway, attacks, window, limits } => {
-                let on = limits != "off";
-                let out = ringgate_bench::abuse::run(&gateway, &attacks, Duration::from_secs(window), on)?;
+            Cmd::Abuse { gateway, attacks, window, limits, handshake_memory } => {
+                let out = match handshake_memory {
+                    Some(count) => ringgate_bench::abuse::handshake_memory(&gateway, count)?,
+                    None => {
+                        ringgate_bench::abuse::run(&gateway, &attacks, Duration::from_secs(window), limits != "off")?
+                    }
+                };
                 println!("{out}");
             }
             Cmd::Storm { mut load, mode, reconnect_after_ms, jitter_ms, window, spawn_nodes, gateway } => {

@@ -7,6 +7,12 @@ pub fn rss_kib(pid: u32) -> io::Result<u64> {
     status_field(&format!("/proc/{pid}/status"), "VmRSS:")
 }
 
+/// The anonymous part of `pid`'s RSS (heap, stacks, rings), in KiB: what a leak grows. The
+/// rest of RSS is file pages (the binary's code as paths are first run), clean and shared.
+pub fn rss_anon_kib(pid: u32) -> io::Result<u64> {
+    status_field(&format!("/proc/{pid}/status"), "RssAnon:")
+}
+
 /// Kernel slab memory (reclaimable and not), system-wide, in KiB.
 pub fn slab_kib() -> io::Result<u64> {
     status_field("/proc/meminfo", "Slab:")

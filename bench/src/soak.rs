@@ -108,6 +108,7 @@ fn sample(pid: u32, since: Instant) -> Value {
     json!({
         "minute": (since.elapsed().as_secs_f64() / 60.0 * 10.0).round() / 10.0,
         "rss_kib": crate::procinfo::rss_kib(pid).unwrap_or(0),
+        "rss_anon_kib": crate::procinfo::rss_anon_kib(pid).unwrap_or(0),
         "fds": crate::procinfo::open_fds(pid).unwrap_or(0),
         "cpu_ms": crate::procinfo::cpu_ms(pid).unwrap_or(0),
     })
@@ -202,10 +203,13 @@ pub fn run(binary: &Path, args: &SoakArgs) -> std::io::Result<Value> {
     let held_stats: RunStats = held.join().unwrap_or_default();
     drop((be, redis));
 
-    let rss = |v: &Value| v["rss_kib"].as_f64().unwrap_or(0.0);
-    let at5 = samples.iter().find(|s| s["minute"].as_f64().unwrap_or(0.0) >= 5.0).map(rss);
-    let last = rss(&after_churn);
-    let growth = at5.map(|a| (last - a) / a.max(1.0) * 100.0);
+    // Growth from minute 5 to after the churn, of all of RSS and of its anonymous part.
+    let growth = |field: &str| {
+        let value = |v: &Value| v[field].as_f64().unwrap_or(0.0);
+        let at5 = samples.iter().find(|s| s["minute"].as_f64().unwrap_or(0.0) >= 5.0).map(value)?;
+        let pct = (value(&after_churn) - at5) / at5.max(1.0) * 100.0;
+        Some((pct * 100.0).round() / 100.0)
+    };
     let fds_expected = idle["fds"].as_u64().unwrap_or(0) + args.held as u64;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(json!({
@@ -218,7 +222,8 @@ pub fn run(binary: &Path, args: &SoakArgs) -> std::io::Result<Value> {
         "samples": samples,
         "after_churn": after_churn,
         "events": events,
-        "rss_growth_after_minute_5_pct": growth.map(|g| (g * 100.0).round() / 100.0),
+        "rss_growth_after_minute_5_pct": growth("rss_kib"),
+        "anon_rss_growth_after_minute_5_pct": growth("rss_anon_kib"),
         "fds_after_churn": after_churn["fds"],
         "fds_expected": fds_expected,
         "churn": {

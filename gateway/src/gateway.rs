@@ -44,6 +44,7 @@ pub struct Gateway {
     admin_addr: Option<SocketAddr>,
     config: Mutex<Arc<Config>>,
     admission: Arc<crate::admission::Admission>,
+    memory: Arc<crate::memory::MemoryGuard>,
     draining: Arc<std::sync::atomic::AtomicBool>,
     drain: crate::config::DrainConfig,
     /// `limits.max_connections` as last loaded, for the admin endpoint.
@@ -161,6 +162,7 @@ impl Gateway {
         // The open-file limit caps connections too: refuse (server_overloaded) before
         // accept(2) starts failing.
         let files = crate::admission::file_capacity(crate::admission::open_files());
+        let memory = Arc::new(crate::memory::MemoryGuard::new(crate::memory::resolve(config.max_memory)));
         let max_connections = Arc::new(std::sync::atomic::AtomicUsize::new(config.max_connections));
         if let Some(files) = files
             && files < config.max_connections
@@ -195,6 +197,7 @@ impl Gateway {
                 jwks: jwks.clone(),
                 admission: admission.clone(),
                 file_capacity: files.unwrap_or(usize::MAX),
+                memory: memory.clone(),
             };
             let (started_tx, started_rx) = std::sync::mpsc::channel();
             let handle = std::thread::Builder::new()
@@ -236,6 +239,7 @@ impl Gateway {
                     connections: node_active.clone(),
                     max_connections: max_connections.clone(),
                     file_capacity: files,
+                    memory: memory.clone(),
                     page: Default::default(),
                     key: config.admin.key.as_ref().map(|k| crate::http::BearerKeys::new([k])),
                     hosts: config.admin.hosts.clone().into(),
@@ -254,7 +258,15 @@ impl Gateway {
         let admin_addr = admin.as_ref().and_then(|(l, _)| l.local_addr().ok());
         let api_addr = api.as_ref().and_then(|(l, _)| l.local_addr().ok());
         let jwks = jwks_source(&config).map(|source| (source, jwks));
-        let setup = crate::control::plane::PlaneSetup { admin, api, relay, remote, forwards: forward_rx, jwks };
+        let setup = crate::control::plane::PlaneSetup {
+            admin,
+            api,
+            relay,
+            remote,
+            forwards: forward_rx,
+            jwks,
+            memory: memory.clone(),
+        };
         let plane = start_plane(setup)?;
         let addr = |a: Option<SocketAddr>| a.map(|a| a.to_string());
         tracing::info!(
@@ -297,6 +309,7 @@ impl Gateway {
             registry,
             plane: Some(plane),
             admission,
+            memory,
             admin_addr,
             api_addr,
             draining,
@@ -403,6 +416,23 @@ impl Gateway {
                 restart.push(key);
             }
         }
+        // Each link task keeps the start-up copy of how it talks to its backend (its window,
+        // buffer, timers, and a silence limit of three ping intervals); the worker pings with
+        // the config's interval, so the running value stays in force until a restart rather
+        // than half of it changing (a longer interval would make every link look silent).
+        // Addresses and request_timeout are applied.
+        if let (Some(old_b), Some(new_b)) = (&old.backend, new.backend.as_mut()) {
+            let link = |b: &crate::config::BackendConfig| {
+                (b.window, b.link_buffer, b.connect_timeout, b.reconnect_min, b.reconnect_max, b.ping_interval)
+            };
+            if link(old_b) != link(new_b) {
+                restart.push("backend (window, link_buffer, connect_timeout, reconnect_min/max, ping_interval)");
+                (new_b.window, new_b.link_buffer, new_b.connect_timeout) =
+                    (old_b.window, old_b.link_buffer, old_b.connect_timeout);
+                (new_b.reconnect_min, new_b.reconnect_max, new_b.ping_interval) =
+                    (old_b.reconnect_min, old_b.reconnect_max, old_b.ping_interval);
+            }
+        }
         // Certificates are read again on every reload (renewals keep the same paths); a pair
         // that does not load leaves the current one in place.
         if (self.tls_addr.is_some() || self.quic_addr.is_some() || self.wss_addr.is_some())
@@ -428,6 +458,7 @@ impl Gateway {
             self.apply_discovery(&new_b.discovery);
         }
         self.admission.set_limits(new.admission.clone());
+        self.memory.set_limit(crate::memory::resolve(new.max_memory));
         self.max_connections.store(new.max_connections, std::sync::atomic::Ordering::Relaxed);
         for inbox in &self.inboxes {
             let _ = inbox.send(WorkerMsg::Reload(new.clone()));

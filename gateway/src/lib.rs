@@ -12,6 +12,7 @@ pub mod gateway;
 pub mod http;
 pub mod inbox;
 pub mod listener;
+pub mod memory;
 pub mod metrics;
 pub mod registry;
 pub mod relay;

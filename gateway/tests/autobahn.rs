@@ -33,7 +33,7 @@ fn serve(mut stream: TcpStream) {
             return;
         }
         head.extend_from_slice(buf.get(..n).unwrap_or_default());
-        match handshake::parse(&head, &rules) {
+        match handshake::parse(&head, &rules, &[]) {
             Ok(None) => continue,
             Ok(Some(upgrade)) => {
                 if stream.write_all(&upgrade.response).is_err() {

@@ -107,4 +107,28 @@ fn failover(driver: IoDriver) {
     }
 }
 
-both_drivers!(failover);
+both_drivers!(failover, large_frames_cross_the_link);
+
+/// One rule for frame sizes: with `limits.max_frame_len` above the link default (128 KiB),
+/// a Send of nearly that size crosses the link to a real backend process (which decodes by
+/// the limit the gateway's Hello gives), and its echo comes back over the link and to the
+/// client. With fixed 128 KiB link decoders the link died on it (backend_unavailable).
+fn large_frames_cross_the_link(driver: IoDriver) {
+    let backend = Backend::spawn("127.0.0.1:0", "be-big");
+    let mut config = support::config(driver);
+    config.auth = AuthMode::None;
+    config.session.max_frame_len = 512 * 1024;
+    config.session.max_outbound = 4 << 20;
+    config.backend = Some(backend_config(Discovery::Static(vec![backend.addr])));
+    let gw = start_with(config, 1);
+    let mut client = ClientConfig::new("", "big", "d");
+    client.max_frame_len = 1 << 20;
+    let mut c = TestClient::connect_with(gw.local_addr(), client);
+    assert!(matches!(c.next_event(T), Some(ClientEvent::Authenticated(_))));
+    assert!(eventually(T, || whoami(&mut c).as_deref() == Some("be-big")), "the link is up");
+    for size in [200 * 1024, 500 * 1024] {
+        let payload: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        c.echo(&payload);
+    }
+    assert_eq!(whoami(&mut c).as_deref(), Some("be-big"), "the same link, still up");
+}

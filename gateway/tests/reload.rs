@@ -67,3 +67,26 @@ fn reload_applies_limits_and_reports_restart_keys() {
     // New connections get the new limit (told in AuthOk).
     assert!(eventually(T, || TestClient::login(gw.local_addr(), "lim", "d").1.max_in_flight == 1));
 }
+
+/// The link settings of `[backend]` live in each link task from start-up: a reload that
+/// changes them says they need a restart (and keeps the running values, so pings and the
+/// links' silence limit agree); the request timeout is applied.
+#[test]
+fn reload_reports_backend_link_settings() {
+    let mut config = support::config(IoDriver::Auto);
+    config.backend = Some(support::static_backend("127.0.0.1:9".parse().unwrap()));
+    let gw = support::start_with(config.clone(), 1);
+    let mut changed = config.clone();
+    if let Some(b) = changed.backend.as_mut() {
+        b.ping_interval = Duration::from_secs(60);
+        b.window = 7;
+    }
+    let restart = gw.reload(changed);
+    assert_eq!(restart.len(), 1, "{restart:?}");
+    assert!(restart[0].starts_with("backend (") && restart[0].contains("ping_interval"), "{restart:?}");
+    let mut timeout = config.clone();
+    if let Some(b) = timeout.backend.as_mut() {
+        b.request_timeout = Duration::from_secs(3);
+    }
+    assert_eq!(gw.reload(timeout), Vec::<&str>::new(), "the request timeout applies without a restart");
+}

@@ -39,6 +39,7 @@ both_drivers!(
     quic_retry_keeps_abandoned_initials_from_holding_handshake_slots,
     quic_a_node_without_the_connection_resets_it,
     quic_a_wildcard_listener_answers_from_the_address_the_client_used,
+    quic_per_address_limits_hold_from_the_handshake_on,
 );
 
 /// The process-wide sum of a counter (tests run in parallel, so only lower bounds hold).
@@ -316,6 +317,11 @@ fn rt() -> tokio::runtime::Runtime {
 }
 
 fn quinn_endpoint(cert_pem: &[u8]) -> quinn::Endpoint {
+    quinn_endpoint_from(cert_pem, "127.0.0.1")
+}
+
+/// A client endpoint whose packets come from `source` (a 127.x address).
+fn quinn_endpoint_from(cert_pem: &[u8], source: &str) -> quinn::Endpoint {
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(client_tls(cert_pem, ALPN)).unwrap();
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     let mut transport = quinn::TransportConfig::default();
@@ -325,7 +331,7 @@ fn quinn_endpoint(cert_pem: &[u8]) -> quinn::Endpoint {
     // them when hundreds of handshakes answer at once, and loss backs off for seconds.
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
     socket.set_recv_buffer_size(4 << 20).unwrap();
-    socket.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into()).unwrap();
+    socket.bind(&SocketAddr::new(source.parse().unwrap(), 0).into()).unwrap();
     let runtime = Arc::new(quinn::TokioRuntime);
     let mut endpoint = quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket.into(), runtime).unwrap();
     endpoint.set_default_client_config(config);
@@ -863,4 +869,52 @@ fn tls_slow_consumer_is_closed_and_others_are_unaffected(driver: IoDriver) {
     );
     pusher.echo(b"pusher unaffected");
     drop(slow);
+}
+
+/// QUIC connections count against their address's limits like TCP's, from the start of the
+/// handshake: over the cap a client is refused (CONNECTION_REFUSED) while another address
+/// connects, and a handshake that ends without a connection (here: no stream before the
+/// auth deadline) gives its place back.
+fn quic_per_address_limits_hold_from_the_handshake_on(driver: IoDriver) {
+    let node = node_with(driver, |c| {
+        c.admission.max_connections_per_address = 2;
+        c.admission.max_unauthenticated_per_address = 1;
+        c.session.auth_timeout = Duration::from_millis(600);
+    });
+    let addr = node.gateway.quic_addr().unwrap();
+    let refused = |err: Option<quinn::ConnectionError>| {
+        matches!(&err, Some(quinn::ConnectionError::ConnectionClosed(c))
+            if c.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED)
+    };
+    let before = metric("ringgate_admission_refused_total");
+    rt().block_on(async {
+        let here = quinn_endpoint_from(&node.cert, "127.0.0.91");
+        // A handshake without a stream holds the address's one unauthenticated place...
+        let streamless = here.connect(addr, "localhost").unwrap().await.unwrap();
+        let err = here.connect(addr, "localhost").unwrap().await.err();
+        assert!(refused(err), "a second unauthenticated connection from the address");
+        // ...until the auth deadline closes it; then the place is free again.
+        tokio::time::timeout(Duration::from_secs(3), streamless.closed()).await.expect("closed at the deadline");
+        let mut a = QuicClient::connect_on(&here, addr, "qa").await.unwrap();
+        a.login().await;
+        let mut b = QuicClient::connect_on(&here, addr, "qb").await.unwrap();
+        b.login().await;
+        let err = here.connect(addr, "localhost").unwrap().await.err();
+        assert!(refused(err), "a third connection from the address is over its cap (2)");
+        let elsewhere = quinn_endpoint_from(&node.cert, "127.0.0.92");
+        let mut c = QuicClient::connect_on(&elsewhere, addr, "qc").await.unwrap();
+        c.login().await;
+        a.conn.close(0u32.into(), b"");
+        drop(a);
+        let mut again = None;
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if let Ok(client) = QuicClient::connect_on(&here, addr, "qd").await {
+                again = Some(client);
+                break;
+            }
+        }
+        again.expect("the address may connect again once one of its connections closed").login().await;
+    });
+    assert!(metric("ringgate_admission_refused_total") >= before + 2.0);
 }

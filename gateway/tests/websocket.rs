@@ -59,7 +59,7 @@ fn the_documents_websocket_examples_hold() {
     let response: String =
         lines.iter().skip(split + 1).map(|l| format!("{}\r\n", l.trim())).collect::<String>() + "\r\n";
     let rules = handshake::Rules { path: "/ws".into(), allowed_origins: Vec::new() };
-    let up = handshake::parse(request.as_bytes(), &rules).unwrap().unwrap();
+    let up = handshake::parse(request.as_bytes(), &rules, &[]).unwrap().unwrap();
     assert_eq!(String::from_utf8(up.response).unwrap(), response);
 }
 

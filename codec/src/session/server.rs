@@ -241,7 +241,7 @@ impl ServerSession {
     /// Queues a Push; returns its seq, or the close event when the client is a slow consumer
     /// (or `None` in the error when the session was already closed).
     pub fn push(&mut self, payload: &[u8]) -> Result<u64, Option<ServerEvent>> {
-        if self.state != ServerState::Open {
+        if self.state != ServerState::Open || !self.push_fits(payload.len()) {
             return Err(None);
         }
         self.push_seq += 1;
@@ -252,6 +252,12 @@ impl ServerSession {
             None => Ok(self.push_seq),
             Some(closed) => Err(Some(closed)),
         }
+    }
+
+    /// Whether a Push of `payload_len` bytes fits the frame limit the client was told in
+    /// AuthOk (a larger one is refused, not sent: the client would close on it).
+    pub fn push_fits(&self, payload_len: usize) -> bool {
+        crate::varint::encoded_len(self.push_seq + 1).saturating_add(payload_len) <= self.max_frame_len as usize
     }
 
     /// Queues a Kick and a Close, ending the session.
@@ -373,6 +379,21 @@ mod tests {
         s.accept(&ok(), t0);
         decode_output(&mut s);
         s
+    }
+
+    #[test]
+    fn a_push_larger_than_the_client_limit_is_refused_and_the_session_stays_open() {
+        let t0 = Instant::now();
+        let config = ServerConfig { max_frame_len: 1000, ..ServerConfig::default() };
+        let mut s = open(&config, t0);
+        // The body is the seq varint (1 byte for seq 1) and the payload.
+        assert!(s.push_fits(999) && !s.push_fits(1000));
+        assert_eq!(s.push(&[1; 1000]), Err(None), "not sent");
+        assert!(s.output().is_empty());
+        assert!(!s.is_closed());
+        assert_eq!(s.push(&[2; 999]), Ok(1));
+        let out = decode_output(&mut s);
+        assert!(matches!(&out[..], [ClientFrame::Push(p)] if p.payload.len() == 999));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use bytes::BytesMut;
 use compio::io::{AsyncRead, AsyncWriteExt};
 use compio::net::{TcpListener, TcpStream};
 use ringgate_codec::Decoded;
-use ringgate_codec::link::LinkDecoder;
+use ringgate_codec::link::{LinkDecoder, LinkFrame};
 
 use super::reference::{LinkId, ReferenceBackend};
 
@@ -100,7 +100,8 @@ pub async fn serve(listener: TcpListener, backend_id: String, window: u32, looku
 }
 
 async fn read_loop(mut stream: TcpStream, link: LinkId, shared: Rc<RefCell<Shared>>) {
-    let decoder = LinkDecoder::default();
+    // Until the gateway's Hello says what its clients may send.
+    let mut decoder = LinkDecoder::default();
     let mut input = BytesMut::new();
     let mut buf = Vec::with_capacity(64 * 1024);
     let mut out = Vec::new();
@@ -114,6 +115,10 @@ async fn read_loop(mut stream: TcpStream, link: LinkId, shared: Rc<RefCell<Share
         loop {
             match decoder.decode(&mut input) {
                 Ok(Decoded::Frame(frame)) => {
+                    if let LinkFrame::Hello(hello) = &frame {
+                        let limit = ringgate_codec::limits::link_frame_len(hello.max_frame_len as usize);
+                        decoder = LinkDecoder::new(limit);
+                    }
                     let mut s = shared.borrow_mut();
                     let mut lookups = Vec::new();
                     if let Some(backend) = s.backend.as_mut() {

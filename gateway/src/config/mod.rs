@@ -26,8 +26,8 @@ pub use value::parse_duration;
 use raw::Raw;
 use sections::*;
 pub use settings::{
-    AdminSettings, AdmissionLimits, ApiSettings, DevicePolicy, DnsTarget, DnsTimers, QuicSettings, RedisTarget,
-    TlsSettings, TlsVersions, WsRules,
+    AdminSettings, AdmissionLimits, ApiSettings, DevicePolicy, DnsTarget, DnsTimers, MemoryLimit, ProxySettings,
+    QuicSettings, RedisTarget, TlsSettings, TlsVersions, WsRules,
 };
 use value::{Extract, boolean, duration_in, int_in, non_empty_string, socket_addr, string};
 
@@ -112,8 +112,13 @@ pub struct Config {
     pub pin_cpus: bool,
     pub read_buffer: usize,
     pub max_connections: usize,
+    /// Above this RSS the node refuses new connections (server_overloaded) and is not ready.
+    pub max_memory: MemoryLimit,
     /// Per-connection protocol limits and timers.
     pub session: ServerConfig,
+    /// A TLS, WebSocket or wss connection still in its handshake this long after accept is
+    /// closed (QUIC has `quic.handshake_timeout`).
+    pub handshake_timeout: Duration,
     /// Granularity of the per-worker timer wheel.
     pub timer_tick: Duration,
     pub auth: AuthMode,
@@ -145,6 +150,7 @@ pub struct Config {
     pub listen_wss: Option<SocketAddr>,
     /// `[ws]`: the upgrade path and the browser origins allowed.
     pub ws: WsRules,
+    pub proxies: ProxySettings,
     /// A QUIC (UDP) listener (`listen.quic`).
     pub listen_quic: Option<SocketAddr>,
     /// Certificate and key for TLS and QUIC; required when either listens.
@@ -204,6 +210,16 @@ impl Config {
                 int_in(1024, 1 << 30),
             ) as usize,
         };
+        let max_frame_len = session.max_frame_len;
+        let handshake_timeout = x.get(
+            "session.handshake_timeout",
+            raw.session.handshake_timeout,
+            Duration::from_secs(3),
+            duration_in(Duration::from_millis(100), Duration::from_secs(600)),
+        );
+        if handshake_timeout > session.auth_timeout {
+            x.invalid("session.handshake_timeout", "must be at most session.auth_timeout (the login includes it)");
+        }
         if session.max_outbound < session.max_frame_len {
             x.invalid("limits.max_outbound_bytes", "must be at least limits.max_frame_len");
         }
@@ -233,6 +249,7 @@ impl Config {
         if api_listen.is_some() && api_settings.keys.is_empty() {
             x.invalid("api.keys", "listen.api needs at least one key: [api] keys = [\"...\"] (16+ characters)");
         }
+        let proxies = proxies(raw.listen.proxy_protocol, raw.listen.trusted_proxies, x);
         listener_clashes(
             &[
                 ("listen.tcp", Some(listen_tcp)),
@@ -248,6 +265,7 @@ impl Config {
             listen_ws,
             listen_wss,
             ws: ws(raw.ws.unwrap_or_default(), x),
+            proxies,
             listen_tls,
             listen_quic,
             tls,
@@ -276,9 +294,26 @@ impl Config {
                 1_000_000,
                 int_in(1, 100_000_000),
             ) as usize,
+            max_memory: x.get("limits.max_memory", raw.limits.max_memory, MemoryLimit::Share(90), memory_limit),
             session,
+            handshake_timeout,
             auth: auth_mode(raw.auth, x),
-            backend: raw.backend.map(|b| backend(b, x)),
+            backend: raw.backend.map(|b| {
+                let b = backend(b, x);
+                // One Send of the largest client frame must fit the link's buffer, or it could
+                // only ever be answered backend_busy.
+                let frame = ringgate_codec::limits::link_frame_len(max_frame_len);
+                if b.link_buffer < frame {
+                    x.invalid(
+                        "backend.link_buffer_bytes",
+                        format!(
+                            "{} is less than one link frame of limits.max_frame_len ({}) and its envelope: at least {frame}",
+                            b.link_buffer, max_frame_len
+                        ),
+                    );
+                }
+                b
+            }),
             device_policy: x.get("session.device_policy", raw.session.device_policy, Default::default(), device_policy),
             redis: raw.redis.map(|r| redis(r, x)),
             drain: drain(raw.drain, x),
@@ -318,6 +353,32 @@ mod tests {
         let config = Config::parse("[auth]\nmode = \"none\"\n").unwrap();
         assert_eq!(config.auth, AuthMode::None);
         assert_eq!(config.session.auth_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_link_buffer_smaller_than_one_largest_frame_is_refused() {
+        let with = |extra: &str| {
+            Config::parse(&format!(
+                "[auth]\nmode = \"none\"\n[limits]\nmax_frame_len = 4194304\nmax_outbound_bytes = 8388608\n[backend]\naddresses = [\"127.0.0.1:9\"]\n{extra}"
+            ))
+        };
+        let errors = with("").unwrap_err();
+        assert!(errors.mentions("backend.link_buffer_bytes"), "{errors}");
+        assert!(with("link_buffer_bytes = 8388608\n").is_ok());
+    }
+
+    #[test]
+    fn memory_limit_forms() {
+        let parse = |v: &str| Config::parse(&format!("[auth]\nmode = \"none\"\n[limits]\nmax_memory = \"{v}\"\n"));
+        assert_eq!(Config::parse("[auth]\nmode = \"none\"\n").unwrap().max_memory, MemoryLimit::Share(90));
+        assert_eq!(parse("75%").unwrap().max_memory, MemoryLimit::Share(75));
+        assert_eq!(parse("8GiB").unwrap().max_memory, MemoryLimit::Bytes(8 << 30));
+        assert_eq!(parse("512MiB").unwrap().max_memory, MemoryLimit::Bytes(512 << 20));
+        assert_eq!(parse("off").unwrap().max_memory, MemoryLimit::Off);
+        for bad in ["0%", "101%", "8GB", "8 GiB", "GiB", "1KiB", "99999999999TiB"] {
+            let errors = parse(bad).unwrap_err();
+            assert!(errors.mentions("limits.max_memory"), "{bad}: {errors}");
+        }
     }
 
     #[test]

@@ -132,6 +132,8 @@ pub(super) struct RawListen {
     pub(super) quic: Option<Value>,
     pub(super) ws: Option<Value>,
     pub(super) wss: Option<Value>,
+    pub(super) proxy_protocol: Option<Value>,
+    pub(super) trusted_proxies: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -151,6 +153,7 @@ pub(super) struct RawLimits {
     pub(super) max_in_flight: Option<Value>,
     pub(super) max_outbound_bytes: Option<Value>,
     pub(super) max_connections: Option<Value>,
+    pub(super) max_memory: Option<Value>,
     pub(super) max_connections_per_address: Option<Value>,
     pub(super) max_unauthenticated_per_address: Option<Value>,
     pub(super) new_connections_per_address: Option<Value>,
@@ -168,6 +171,7 @@ pub(super) struct RawLimits {
 pub(super) struct RawSession {
     pub(super) device_policy: Option<Value>,
     pub(super) auth_timeout: Option<Value>,
+    pub(super) handshake_timeout: Option<Value>,
     pub(super) heartbeat_interval: Option<Value>,
     pub(super) idle_multiple: Option<Value>,
 }

@@ -27,6 +27,36 @@ pub(super) fn log_format(v: &Value) -> Result<LogFormat, String> {
     }
 }
 
+/// `"90%"` (of the cgroup's or host's memory), `"512MiB"`, `"8GiB"` (KiB, MiB, GiB, TiB), or `"off"`.
+pub(super) fn memory_limit(v: &Value) -> Result<MemoryLimit, String> {
+    let s = string(v)?;
+    let bad = || format!("{s:?} is not a share like \"90%\", a size like \"8GiB\" or \"512MiB\", or \"off\"");
+    if s == "off" {
+        return Ok(MemoryLimit::Off);
+    }
+    if let Some(percent) = s.strip_suffix('%') {
+        return match percent.parse::<u8>() {
+            Ok(p @ 1..=100) => Ok(MemoryLimit::Share(p)),
+            _ => Err(bad()),
+        };
+    }
+    let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (digits, unit) = s.split_at(split);
+    let shift = match unit {
+        "KiB" => 10,
+        "MiB" => 20,
+        "GiB" => 30,
+        "TiB" => 40,
+        _ => return Err(bad()),
+    };
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    match n.checked_mul(1 << shift) {
+        Some(bytes) if bytes >= 16 << 20 => Ok(MemoryLimit::Bytes(bytes)),
+        Some(_) => Err(format!("{s:?} is below 16MiB, less than an idle node uses")),
+        None => Err(bad()),
+    }
+}
+
 pub(super) fn io_driver(v: &Value) -> Result<IoDriver, String> {
     match string(v)?.as_str() {
         "auto" => Ok(IoDriver::Auto),
@@ -442,6 +472,47 @@ pub(super) fn api(raw: RawApi, x: &mut Extract) -> ApiSettings {
         duration_in(Duration::from_millis(10), Duration::from_secs(60)),
     );
     ApiSettings { keys, timeout }
+}
+
+pub(super) fn proxies(protocol: Option<Value>, trusted: Option<Value>, x: &mut Extract) -> ProxySettings {
+    let trusted = x.get("listen.trusted_proxies", trusted, Vec::new(), |v| {
+        let list = v.as_array().ok_or("a list of addresses or networks like [\"10.0.0.0/8\", \"192.0.2.7\"]")?;
+        list.iter()
+            .map(|n| {
+                let s = n.as_str().unwrap_or_default();
+                s.parse::<ipnet::IpNet>()
+                    .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map(|net| net.trunc())
+                    .map_err(|_| format!("{n} is not an address or network like \"10.0.0.0/8\""))
+            })
+            .collect()
+    });
+    let mut settings = ProxySettings { trusted, ..ProxySettings::default() };
+    let names = x.get("listen.proxy_protocol", protocol, Vec::new(), |v| {
+        let list = v.as_array().ok_or("a list of listeners like [\"tcp\", \"tls\"]")?;
+        list.iter()
+            .map(|l| match l.as_str() {
+                Some(name @ ("tcp" | "tls" | "ws" | "wss")) => Ok(name.to_owned()),
+                _ => Err(format!("{l} is not one of \"tcp\", \"tls\", \"ws\", \"wss\"")),
+            })
+            .collect::<Result<Vec<_>, _>>()
+    });
+    for name in &names {
+        match name.as_str() {
+            "tcp" => settings.tcp = true,
+            "tls" => settings.tls = true,
+            "ws" => settings.ws = true,
+            _ => settings.wss = true,
+        }
+    }
+    if !names.is_empty() && settings.trusted.is_empty() {
+        x.invalid(
+            "listen.trusted_proxies",
+            "listen.proxy_protocol takes headers only from listen.trusted_proxies: list your load balancers' \
+             addresses (anyone else could claim any address)",
+        );
+    }
+    settings
 }
 
 pub(super) fn admin(raw: RawAdmin, listen: Option<SocketAddr>, x: &mut Extract) -> AdminSettings {

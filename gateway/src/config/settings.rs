@@ -37,6 +37,36 @@ pub struct AdmissionLimits {
     pub max_tls_handshakes: u32,
 }
 
+/// Load balancers in front of the node (`listen.trusted_proxies`), and which listeners take
+/// a PROXY protocol header from them (`listen.proxy_protocol`). Connections from a trusted
+/// proxy are counted by the address it forwards: the PROXY header's, or on ws/wss without
+/// one, `X-Forwarded-For`'s.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ProxySettings {
+    pub trusted: Vec<ipnet::IpNet>,
+    pub tcp: bool,
+    pub tls: bool,
+    pub ws: bool,
+    pub wss: bool,
+}
+
+impl ProxySettings {
+    /// `ip` is one of the trusted proxies (an IPv4-mapped IPv6 address counts as IPv4).
+    pub fn trusts(&self, ip: std::net::IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.trusted.iter().any(|net| net.contains(&ip))
+    }
+}
+
+/// `limits.max_memory`: the RSS above which the node takes no new connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryLimit {
+    /// A share, in percent, of the cgroup's `memory.max` (or the host's RAM without one).
+    Share(u8),
+    Bytes(u64),
+    Off,
+}
+
 /// `[api]`: who may call the server API, and how long a call waits for other nodes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiSettings {

@@ -46,6 +46,7 @@ pub struct AdminView {
     pub connections: Arc<AtomicUsize>,
     pub max_connections: Arc<AtomicUsize>,
     pub file_capacity: Option<usize>,
+    pub memory: Arc<crate::memory::MemoryGuard>,
     pub page: Arc<StatusPage>,
     /// `admin.key`, when set.
     pub key: Option<BearerKeys>,
@@ -77,6 +78,13 @@ impl AdminView {
             if held >= files {
                 return Err(format!("at the open-file limit: {held} connections, the most ulimit -n allows here"));
             }
+        }
+        if self.memory.is_high() {
+            return Err(format!(
+                "at limits.max_memory: RSS {} MiB of {} MiB; new connections are refused",
+                self.memory.rss() >> 20,
+                self.memory.limit().unwrap_or(0) >> 20
+            ));
         }
         if !self.embedded_backend && self.links_up() == 0 {
             return Err("no backend reachable".into());

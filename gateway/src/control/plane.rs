@@ -21,6 +21,8 @@ pub struct PlaneSetup {
     pub forwards: flume::Receiver<Forward>,
     /// `auth.jwks_url`, and where its keys go.
     pub jwks: Option<(crate::auth::token::JwksSource, crate::auth::token::JwksKeys)>,
+    /// Sampled and trimmed here.
+    pub memory: Arc<crate::memory::MemoryGuard>,
 }
 
 /// Binds a control-plane listener now, so a bad address fails the start with a clear error.
@@ -41,7 +43,7 @@ pub fn run(setup: PlaneSetup, stop: flume::Receiver<()>, started: std::sync::mps
         }
     };
     let _ = started.send(Ok(()));
-    let PlaneSetup { admin, api, relay, remote, forwards, jwks } = setup;
+    let PlaneSetup { admin, api, relay, remote, forwards, jwks, memory } = setup;
     runtime.block_on(async move {
         if let Some((listener, view)) = admin {
             match tokio::net::TcpListener::from_std(listener) {
@@ -71,6 +73,7 @@ pub fn run(setup: PlaneSetup, stop: flume::Receiver<()>, started: std::sync::mps
         if let Some((source, keys)) = jwks {
             tokio::spawn(crate::auth::jwks::refresh_loop(source, keys));
         }
+        tokio::spawn(crate::memory::watch(memory));
         let _ = stop.recv_async().await;
     });
 }

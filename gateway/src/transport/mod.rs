@@ -18,6 +18,7 @@
 //! park a read with a buffer on every idle connection. QUIC is quinn-proto driven by each
 //! worker itself ([`quic`]).
 
+pub(crate) mod proxy;
 pub mod quic;
 pub(crate) mod tcp;
 pub mod tls;
@@ -169,6 +170,25 @@ impl Io {
 
     /// A connection given up before its transport's own handshake finished (a WebSocket
     /// upgrade that never came): its failure, for the counters.
+    /// The client address a trusted proxy forwarded in a WebSocket upgrade, once.
+    pub fn take_forwarded(&mut self) -> Option<std::net::IpAddr> {
+        match self {
+            Io::Ws(w) => w.take_forwarded(),
+            Io::Wss(w) => w.take_forwarded(),
+            _ => None,
+        }
+    }
+
+    /// Still in its TLS or WebSocket handshake.
+    pub fn handshaking(&self) -> bool {
+        match self {
+            Io::Tls(t) => t.tls.is_handshaking(),
+            Io::Ws(w) => w.handshaking(),
+            Io::Wss(w) => w.handshaking(),
+            Io::Tcp(_) | Io::Quic(_) => false,
+        }
+    }
+
     pub fn abandoned(&self) -> Option<Failure> {
         match self {
             Io::Ws(w) => w.abandoned(),

@@ -121,7 +121,8 @@ impl Worker {
                     .get(origin)
                     .is_some_and(|p| p.try_send(WorkerMsg::PushCount { token, delivered }).is_ok());
                 if !sent {
-                    tracing::debug!(origin, "push count lost: origin inbox full");
+                    // The origin's tally expires and reports what it has (best effort).
+                    self.metrics.peer_dropped("push_count");
                 }
             }
             Via::Fanout { reply: None } => {}
@@ -129,11 +130,19 @@ impl Worker {
                 let token = (push_id != 0).then(|| self.next_tally_token());
                 let reply = token.map(|t| (self.index, t));
                 let mut asked = 0;
+                let mut dropped = 0;
                 for (i, peer) in self.peers.iter().enumerate() {
-                    // A full peer inbox drops the copy; pushes are best effort under overload.
-                    if i != self.index && peer.try_send(WorkerMsg::Fanout { frame: Box::new(frame()), reply }).is_ok() {
-                        asked += 1;
+                    // A full peer inbox drops the copy (counted); pushes are best effort
+                    // under overload, and the PushResult counts only who got it.
+                    if i != self.index {
+                        match peer.try_send(WorkerMsg::Fanout { frame: Box::new(frame()), reply }) {
+                            Ok(()) => asked += 1,
+                            Err(_) => dropped += 1,
+                        }
                     }
+                }
+                for _ in 0..dropped {
+                    self.metrics.peer_dropped("push");
                 }
                 // The other nodes' count joins the tally when the relay reports it.
                 if let (Some(op), Some(forward)) = (others, &self.forward)
@@ -193,12 +202,22 @@ impl Worker {
     }
 
     fn forward_to_owner(&mut self, link: LinkKey, conn_id: u64, frame: LinkFrame) {
-        let delivered = owner_of(conn_id)
-            .and_then(|w| self.peers.get(w))
-            .is_some_and(|peer| peer.try_send(WorkerMsg::FromBackend { link, frame: Box::new(frame.clone()) }).is_ok());
-        if !delivered && let LinkFrame::PushToConn(push) = &frame {
-            self.report(link, push.push_id, 0);
+        let Some(owner) = owner_of(conn_id).filter(|&w| w < self.peers.len()) else { return };
+        if let LinkFrame::PushToConn(push) = &frame {
+            // A push is best effort: a full owner makes it not_delivered, at once.
+            let push_id = push.push_id;
+            let sent = self
+                .peers
+                .get(owner)
+                .is_some_and(|peer| peer.try_send(WorkerMsg::FromBackend { link, frame: Box::new(frame) }).is_ok());
+            if !sent {
+                self.metrics.peer_dropped("push");
+                self.report(link, push_id, 0);
+            }
+            return;
         }
+        // Joins, leaves and kicks change what the connection is: they wait for room.
+        self.send_reliably(owner, WorkerMsg::FromBackend { link, frame: Box::new(frame) });
     }
 
     fn report(&mut self, link: LinkKey, push_id: u64, delivered: u32) {

@@ -34,6 +34,7 @@ use socket2::Socket;
 use self::downstream::Via;
 use self::state::Worker;
 use self::stats::WorkerStats;
+use crate::admission::AddrKey;
 use crate::config::Config;
 use crate::inbox::{NewCerts, WorkerMsg};
 use crate::status::Transport;
@@ -59,6 +60,8 @@ pub(crate) struct WorkerSetup {
     pub registry: Option<crate::registry::redis::RegistryTx>,
     /// The node's admission table, and how many connections the open-file limit allows.
     pub admission: Arc<crate::admission::Admission>,
+    /// The node's RSS against `limits.max_memory`.
+    pub memory: Arc<crate::memory::MemoryGuard>,
     pub file_capacity: usize,
     /// Where link pushes for other nodes go (`None` on a single node).
     pub forward: Option<flume::Sender<crate::inbox::Forward>>,
@@ -110,6 +113,7 @@ pub(crate) fn run(setup: WorkerSetup, started: std::sync::mpsc::Sender<io::Resul
         w.registry = setup.registry;
         w.forward = setup.forward;
         w.admission = setup.admission.clone();
+        w.memory = setup.memory.clone();
         w.file_capacity = setup.file_capacity;
         w.jwks = setup.jwks.clone();
         w.tls_config = setup.certs.as_ref().map(|c| c.tls.clone());
@@ -269,10 +273,15 @@ fn quic_endpoint(
         auth_timeout: config.session.auth_timeout,
         handshake_timeout: config.quic.handshake_timeout,
     };
-    quic::QuicEndpoint::new(socket, endpoint_config, server, limits, metrics)
+    let gate = quic::AddressGate {
+        admission: w.admission.clone(),
+        refused: crate::admission::Refusal::ALL.map(|r| w.metrics.refused_counter(crate::metrics::Refused::Address(r))),
+    };
+    quic::QuicEndpoint::new(socket, endpoint_config, server, limits, metrics, Some(gate))
 }
 
-/// The worker as its QUIC endpoint's driver sees it.
+/// The worker as its QUIC endpoint's driver sees it. The driver calls it holding no borrow of
+/// the endpoint (the borrow order is worker, then endpoint: see `quic::Shared`).
 struct QuicAcceptor(Rc<RefCell<Worker>>);
 
 impl Acceptor for QuicAcceptor {
@@ -280,10 +289,12 @@ impl Acceptor for QuicAcceptor {
         self.0.borrow().is_full()
     }
 
-    fn admit(&self, io: QuicIo) -> Result<(), QuicIo> {
+    fn admit(&self, io: QuicIo, peer: crate::admission::AddrKey) -> Result<(), QuicIo> {
+        // The endpoint has counted the address already (at the handshake's start).
         let admitted = self.0.borrow_mut().admit(Io::Quic(Box::new(io)), None, Instant::now());
         match admitted {
             Ok(id) => {
+                self.0.borrow_mut().adopt_peer(id, peer);
                 compio::runtime::spawn(task::run(self.0.clone(), id)).detach();
                 Ok(())
             }
@@ -319,23 +330,69 @@ async fn accept_loop(worker: Rc<RefCell<Worker>>, listener: TcpListener, kind: T
         let Ok(fd) = stream.into_poll_fd() else { continue };
         let _ = fd.set_nonblocking(true);
         let _ = fd.set_tcp_nodelay(true);
-        let Some(io) = transport_of(&worker.borrow(), fd, kind) else { continue };
-        let key = worker.borrow().admission.key(peer.ip());
-        let admitted = worker.borrow_mut().admit(io, Some(key), Instant::now());
-        match admitted {
-            Ok(id) => compio::runtime::spawn(task::run(worker.clone(), id)).detach(),
-            // A refused plain TCP or WebSocket client is told why; a TLS client just sees
-            // the close (nothing can be said before its handshake).
-            Err((Io::Tcp(fd), why)) => refuse(&fd, why.reason()),
-            Err((Io::Ws(ws), why)) if kind == Transport::Ws => {
-                let answer = match why.reason() {
-                    ReasonCode::SERVER_OVERLOADED => crate::transport::ws::handshake::OVERLOADED,
-                    _ => crate::transport::ws::handshake::TOO_MANY,
-                };
-                let _ = io::Write::write(&mut &**ws.fd(), answer);
-            }
-            Err(_) => {}
+        let (trusted, header) = {
+            let w = worker.borrow();
+            let proxies = &w.config.proxies;
+            let header = match kind {
+                Transport::Tcp => proxies.tcp,
+                Transport::Tls => proxies.tls,
+                Transport::Ws => proxies.ws,
+                Transport::Wss => proxies.wss,
+                Transport::Quic => false,
+            };
+            (proxies.trusts(peer.ip()), header)
+        };
+        if trusted && header {
+            // Its own task: a header split over segments must not hold up the accepts.
+            compio::runtime::spawn(proxied(worker.clone(), fd, kind)).detach();
+            continue;
         }
+        // A trusted proxy's connections count under no address of their own (the proxy is
+        // one address for thousands of clients); ws and wss count under X-Forwarded-For's
+        // once the upgrade request is read.
+        let key = (!trusted).then(|| worker.borrow().admission.key(peer.ip()));
+        admit_accepted(&worker, fd, key, kind);
+    }
+}
+
+/// A connection from a trusted proxy on a listener with `listen.proxy_protocol`: reads the
+/// PROXY header (within the handshake deadline), then admits the connection as its client's.
+async fn proxied(worker: Rc<RefCell<Worker>>, fd: crate::transport::ConnFd, kind: Transport) {
+    use crate::transport::proxy::{Proxied, read_header};
+    let deadline = Instant::now() + worker.borrow().config.handshake_timeout;
+    let header = read_header(&fd, deadline).await;
+    worker.borrow().metrics.proxy_header(header);
+    match header {
+        Ok(Proxied::Client(ip)) => {
+            let key = worker.borrow().admission.key(ip);
+            admit_accepted(&worker, fd, Some(key), kind);
+        }
+        Ok(Proxied::Local) => admit_accepted(&worker, fd, None, kind),
+        Err(e) => {
+            tracing::debug!(reason = e.name(), "PROXY header refused");
+            crate::transport::tcp::close(&fd);
+        }
+    }
+}
+
+/// Builds the transport of an accepted socket and admits it, counted under `key`'s address;
+/// a refused client is told why where its transport can say it.
+fn admit_accepted(worker: &Rc<RefCell<Worker>>, fd: crate::transport::ConnFd, key: Option<AddrKey>, kind: Transport) {
+    let Some(io) = transport_of(&worker.borrow(), fd, kind) else { return };
+    let admitted = worker.borrow_mut().admit(io, key, Instant::now());
+    match admitted {
+        Ok(id) => compio::runtime::spawn(task::run(worker.clone(), id)).detach(),
+        // A refused plain TCP or WebSocket client is told why; a TLS client just sees
+        // the close (nothing can be said before its handshake).
+        Err((Io::Tcp(fd), why)) => refuse(&fd, why.reason()),
+        Err((Io::Ws(ws), why)) if kind == Transport::Ws => {
+            let answer = match why.reason() {
+                ReasonCode::SERVER_OVERLOADED => crate::transport::ws::handshake::OVERLOADED,
+                _ => crate::transport::ws::handshake::TOO_MANY,
+            };
+            let _ = io::Write::write(&mut &**ws.fd(), answer);
+        }
+        Err(_) => {}
     }
 }
 

@@ -16,11 +16,10 @@ impl Worker {
         let user: Arc<str> = Arc::from(&*identity.user_id);
         let device: Arc<str> = Arc::from(&*identity.device_id);
         let platform = identity.platform.as_str();
-        for (i, peer) in self.peers.iter().enumerate() {
-            if i != self.index {
-                let msg = WorkerMsg::Displace { user: user.clone(), device: device.clone(), platform, except: id };
-                let _ = peer.try_send(msg);
-            }
+        let me = self.index;
+        for i in (0..self.peers.len()).filter(|&i| i != me) {
+            let msg = WorkerMsg::Displace { user: user.clone(), device: device.clone(), platform, except: id };
+            self.send_reliably(i, msg);
         }
         self.displace(&user, &device, platform, id);
     }
@@ -42,5 +41,42 @@ impl Worker {
         for id in replaced {
             self.close(id, ReasonCode::REPLACED, "logged in elsewhere", true);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use super::*;
+
+    /// A displacement for a worker whose inbox is full is not lost: it waits, in order with
+    /// what follows it, and goes once the inbox has room.
+    #[test]
+    fn displacements_wait_for_a_full_peer_in_order() {
+        let config = Arc::new(crate::config::Config::parse("[auth]\nmode = \"none\"\n").unwrap());
+        let (me, _mine) = flume::bounded(4);
+        let (peer, inbox) = flume::bounded(1);
+        let mut w = Worker::new(0, config, Vec::new(), vec![me, peer], Arc::default());
+        let displace = |n: u64| WorkerMsg::Displace { user: "u".into(), device: "d".into(), platform: "", except: n };
+        for n in 1..=3 {
+            w.send_reliably(1, displace(n));
+        }
+        let except = |msg: WorkerMsg| match msg {
+            WorkerMsg::Displace { except, .. } => except,
+            _ => 0,
+        };
+        assert_eq!(inbox.len(), 1, "the inbox took one; two wait");
+        assert_eq!(except(inbox.try_recv().unwrap()), 1);
+        w.on_tick(Instant::now());
+        assert_eq!(except(inbox.try_recv().unwrap()), 2);
+        // A new message queues behind the one still waiting, not before it.
+        w.send_reliably(1, displace(4));
+        w.on_tick(Instant::now());
+        assert_eq!(except(inbox.try_recv().unwrap()), 3);
+        w.on_tick(Instant::now());
+        assert_eq!(except(inbox.try_recv().unwrap()), 4);
+        assert!(inbox.try_recv().is_err());
     }
 }

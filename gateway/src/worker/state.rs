@@ -98,6 +98,8 @@ pub(crate) struct Worker {
     /// Connections the open-file limit allows the node (`usize::MAX`: no limit); the node
     /// holds at most the smaller of this and `limits.max_connections`.
     pub file_capacity: usize,
+    /// The node's RSS against `limits.max_memory`.
+    pub memory: Arc<crate::memory::MemoryGuard>,
     /// The keys of `auth.jwks_url` (empty without one).
     pub jwks: crate::auth::token::JwksKeys,
     /// This worker's connections not yet authenticated.
@@ -105,6 +107,10 @@ pub(crate) struct Worker {
     /// The relay's queue for link pushes other nodes must deliver too (with `[redis]`).
     pub forward: Option<flume::Sender<crate::inbox::Forward>>,
     next_tally: u64,
+    /// Messages to each peer that must not be lost (device-policy displacements; a
+    /// connection's room joins, leaves and kicks from a backend), held in order while the
+    /// peer's inbox is full and sent again each tick.
+    backlog: Vec<std::collections::VecDeque<WorkerMsg>>,
     read_buf: Box<[u8]>,
     next_conn: u64,
     dirty: Vec<u64>,
@@ -132,10 +138,12 @@ impl Worker {
             registry: None,
             admission: Arc::new(crate::admission::Admission::new(config.admission.clone())),
             file_capacity: usize::MAX,
+            memory: Arc::new(crate::memory::MemoryGuard::new(None)),
             jwks: Arc::default(),
             unauthenticated: Unauthenticated::default(),
             forward: None,
             next_tally: 0,
+            backlog: Vec::new(),
             read_buf: vec![0; config.read_buffer].into_boxed_slice(),
             timers: TimerWheel::new(config.timer_tick, 4096, Instant::now()),
             config,
@@ -162,6 +170,14 @@ impl Worker {
         self.config.max_connections.min(self.file_capacity)
     }
 
+    /// Connection `id` counts for `peer` in the admission table from now on (a QUIC
+    /// connection, whose endpoint admitted its address at the handshake's start).
+    pub fn adopt_peer(&mut self, id: u64, peer: crate::admission::AddrKey) {
+        if let Some(conn) = self.conns.get_mut(&id) {
+            conn.peer = peer;
+        }
+    }
+
     /// Registers an accepted socket from `peer` and returns its id; gives the socket back,
     /// with why, when a limit refuses it (the caller then tells the client what it can).
     pub fn admit(
@@ -177,6 +193,8 @@ impl Worker {
             Some(Refused::Unauthenticated)
         } else if tls && self.unauthenticated.tls >= limits.max_tls_handshakes {
             Some(Refused::TlsHandshakes)
+        } else if self.memory.is_high() {
+            Some(Refused::Memory)
         } else {
             None
         };
@@ -207,6 +225,11 @@ impl Worker {
         if let Some(deadline) = session.poll_timeout() {
             self.timers.arm(id, deadline);
         }
+        if io.handshaking() {
+            // The handshake deadline; on_tick closes a connection a timer finds still in its
+            // handshake (both its timers come at or after this one).
+            self.timers.arm(id, now + self.config.handshake_timeout.min(self.config.session.auth_timeout));
+        }
         let transport = io.transport() as usize;
         let mut conn = Box::new(Conn::new(session, io));
         conn.peer = peer.unwrap_or(0);
@@ -226,6 +249,14 @@ impl Worker {
             match conn.read_into(&mut self.read_buf, cx) {
                 ReadOutcome::Data(n) => {
                     self.metrics.bytes_in.increment(n as u64);
+                    // A WebSocket from a trusted proxy counts under X-Forwarded-For's address
+                    // from its upgrade on (before its Auth, which may be in the same read).
+                    if conn.peer == 0
+                        && let Some(ip) = conn.io.take_forwarded()
+                        && !self.admit_forwarded(id, ip, now)
+                    {
+                        return;
+                    }
                     self.process_input(id, now)
                 }
                 ReadOutcome::Alive => {
@@ -248,6 +279,26 @@ impl Worker {
             }
         }
         self.flush_dirty();
+    }
+
+    /// Counts connection `id` under `ip`'s address; closes it (false) when that address is
+    /// over a limit.
+    fn admit_forwarded(&mut self, id: u64, ip: std::net::IpAddr, now: Instant) -> bool {
+        use crate::metrics::Refused;
+        let key = self.admission.key(ip);
+        match self.admission.admit(key, now) {
+            Ok(()) => {
+                if let Some(conn) = self.conns.get_mut(&id) {
+                    conn.peer = key;
+                }
+                true
+            }
+            Err(refusal) => {
+                self.metrics.refused(Refused::Address(refusal));
+                self.end(id, refusal.reason());
+                false
+            }
+        }
     }
 
     fn count_failure(&self, failure: Failure) {
@@ -407,6 +458,11 @@ impl Worker {
     /// Queues `payload` as a Push on `id`. Returns whether it was queued.
     pub fn push(&mut self, id: u64, payload: &[u8]) -> bool {
         let Some(conn) = self.conns.get_mut(&id) else { return false };
+        if !conn.session.push_fits(payload.len()) {
+            // Larger than the limit the client was told: refused (not delivered), counted.
+            self.metrics.push_too_large.increment(1);
+            return false;
+        }
         match conn.session.push(payload) {
             Ok(_) => {
                 self.metrics.frames_out_push.increment(1);
@@ -515,13 +571,63 @@ impl Worker {
 
     /// Fires due timers: closes connections whose auth or idle deadline passed, re-arms the
     /// rest; times out Sends a backend has not answered; pings idle backend links.
+    /// Sends `msg` to worker `peer` now, or after what is already waiting for it when its
+    /// inbox is full (in order, so a leave cannot overtake its join). Beyond [`MAX_BACKLOG`]
+    /// waiting the message is dropped, counted.
+    pub(super) fn send_reliably(&mut self, peer: usize, msg: WorkerMsg) {
+        let Some(tx) = self.peers.get(peer) else { return };
+        if self.backlog.len() <= peer {
+            self.backlog.resize_with(peer + 1, Default::default);
+        }
+        let Some(waiting) = self.backlog.get_mut(peer) else { return };
+        let msg = if waiting.is_empty() {
+            match tx.try_send(msg) {
+                Ok(()) | Err(flume::TrySendError::Disconnected(_)) => return,
+                Err(flume::TrySendError::Full(msg)) => msg,
+            }
+        } else {
+            msg
+        };
+        if waiting.len() >= MAX_BACKLOG {
+            self.metrics.peer_dropped("backlog_full");
+        } else {
+            self.metrics.peer_delayed.increment(1);
+            waiting.push_back(msg);
+        }
+    }
+
+    /// Sends what waits for full peers, while they take it.
+    fn retry_backlog(&mut self) {
+        for (peer, waiting) in self.backlog.iter_mut().enumerate() {
+            let Some(tx) = self.peers.get(peer) else { continue };
+            while let Some(msg) = waiting.pop_front() {
+                match tx.try_send(msg) {
+                    Ok(()) | Err(flume::TrySendError::Disconnected(_)) => {}
+                    Err(flume::TrySendError::Full(msg)) => {
+                        waiting.push_front(msg);
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
     pub fn on_tick(&mut self, now: Instant) {
+        self.retry_backlog();
         self.backend_timers(now);
         self.expire_tallies(now);
         let mut due = std::mem::take(&mut self.due);
         self.timers.expire(now, &mut due);
         for id in due.drain(..) {
             let Some(conn) = self.conns.get_mut(&id) else { continue };
+            if conn.io.handshaking() {
+                // WebSocket counts its own (handshake_timeout) when closed in its handshake.
+                if matches!(conn.io, Io::Tls(_)) {
+                    self.metrics.tls_handshake_timeouts.increment(1);
+                }
+                self.end(id, ReasonCode::AUTH_TIMEOUT);
+                continue;
+            }
             match conn.session.handle_timeout(now) {
                 Some(ServerEvent::Closed { reason, .. }) => self.end(id, reason),
                 _ => {
@@ -620,8 +726,15 @@ fn register(
 /// the client frame limit plus room for the largest frame header.
 pub(super) fn ws_settings(config: &Config) -> Arc<crate::transport::ws::WsSettings> {
     let max_message = config.session.max_frame_len as u64 + crate::transport::ws::HEADER_ROOM;
-    Arc::new(crate::transport::ws::WsSettings { rules: config.ws.clone(), max_message })
+    Arc::new(crate::transport::ws::WsSettings {
+        rules: config.ws.clone(),
+        max_message,
+        trusted_proxies: config.proxies.trusted.clone(),
+    })
 }
+
+/// Messages held for one full peer at most (its own inbox holds as many).
+const MAX_BACKLOG: usize = 65_536;
 
 /// A connection's default routing key: its user id.
 fn identity_key(conn: &Conn) -> &[u8] {

@@ -61,7 +61,7 @@ async fn session(
     stream.set_nodelay(true)?;
     let hello_bytes = LinkFrame::Hello(hello.clone()).to_bytes().map_err(io::Error::other)?;
     stream.write_all(hello_bytes).await.0?;
-    let mut reader = FrameReader::default();
+    let mut reader = FrameReader::new(worker.borrow().config.session.max_frame_len);
     let first =
         compio::time::timeout(config.connect_timeout, reader.next(&mut stream, || {})).await.map_err(timed_out)??;
     let window = match first {
@@ -138,17 +138,23 @@ pub(crate) async fn flushed(outs: &[Rc<RefCell<TcpOut>>]) {
 }
 
 /// Decodes link frames from a stream.
-#[derive(Default)]
 struct FrameReader {
     input: BytesMut,
     buf: Vec<u8>,
+    decoder: LinkDecoder,
 }
 
 impl FrameReader {
+    /// A reader for a link whose clients may send frames of `client_max_frame_len`.
+    fn new(client_max_frame_len: usize) -> FrameReader {
+        let limit = ringgate_codec::limits::link_frame_len(client_max_frame_len);
+        FrameReader { input: BytesMut::new(), buf: Vec::new(), decoder: LinkDecoder::new(limit) }
+    }
+
     /// The next frame; calls `before_read` whenever it has to wait for the socket.
     async fn next(&mut self, stream: &mut TcpStream, mut before_read: impl FnMut()) -> io::Result<LinkFrame> {
         loop {
-            match LinkDecoder::default().decode(&mut self.input) {
+            match self.decoder.decode(&mut self.input) {
                 Ok(Decoded::Frame(frame)) => return Ok(frame),
                 Ok(Decoded::NeedMore(_)) => {}
                 Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),

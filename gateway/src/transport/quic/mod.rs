@@ -56,7 +56,9 @@ pub(crate) mod endpoint;
 mod tls;
 mod udp;
 
-pub(crate) use endpoint::{Acceptor, HandshakeLimits, QuicEndpoint, QuicKey, QuicMetrics, QuicRead, Shared};
+pub(crate) use endpoint::{
+    Acceptor, AddressGate, HandshakeLimits, QuicEndpoint, QuicKey, QuicMetrics, QuicRead, Shared,
+};
 
 /// A QUIC connection of the worker's endpoint, whose one bidirectional stream carries the
 /// client protocol.

@@ -74,11 +74,11 @@ pub fn ws_frames(data: &[u8]) {
 /// head is never accepted with a different length.
 pub fn ws_handshake(data: &[u8]) {
     let rules = Rules { path: "/ws".into(), allowed_origins: vec!["https://app.example".into()] };
-    match handshake::parse(data, &rules) {
+    match handshake::parse(data, &rules, &[]) {
         Ok(Some(upgrade)) => {
             assert!(upgrade.consumed <= data.len());
             assert!(upgrade.response.starts_with(b"HTTP/1.1 101 "), "an upgrade answers 101");
-            let again = handshake::parse(data.get(..upgrade.consumed).unwrap_or_default(), &rules);
+            let again = handshake::parse(data.get(..upgrade.consumed).unwrap_or_default(), &rules, &[]);
             assert_eq!(again.ok().flatten().map(|u| u.consumed), Some(upgrade.consumed), "the head alone upgrades");
         }
         Ok(None) => assert!(data.len() <= handshake::MAX_REQUEST, "a head over the bound stays pending"),

@@ -111,10 +111,14 @@ pub struct Upgrade {
     pub consumed: usize,
     /// The client offered `ringgate.v1` (and it was selected).
     pub subprotocol: bool,
+    /// The client's address by `X-Forwarded-For`: its right-most entry that is not one of
+    /// the trusted proxies (what a chain of them appended; entries left of it could be
+    /// anything the client wrote). Used only when the connection came from a trusted proxy.
+    pub forwarded_for: Option<std::net::IpAddr>,
 }
 
 /// Parses the request head in `input`; see the module docs for the contract.
-pub fn parse(input: &[u8], rules: &Rules) -> Result<Option<Upgrade>, Refusal> {
+pub fn parse(input: &[u8], rules: &Rules, trusted: &[ipnet::IpNet]) -> Result<Option<Upgrade>, Refusal> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
     let consumed = match request.parse(input) {
@@ -164,7 +168,32 @@ pub fn parse(input: &[u8], rules: &Rules) -> Result<Option<Upgrade>, Refusal> {
     if offered && !subprotocol {
         return Err(Refusal::BadSubprotocol);
     }
-    Ok(Some(Upgrade { response: switching(key, subprotocol), consumed, subprotocol }))
+    let forwarded_for = if trusted.is_empty() { None } else { forwarded_for(header("x-forwarded-for"), trusted) };
+    Ok(Some(Upgrade { response: switching(key, subprotocol), consumed, subprotocol, forwarded_for }))
+}
+
+/// The right-most `X-Forwarded-For` address (over every such header, in order) that is not a
+/// trusted proxy; `None` when there is none or it is not an address.
+fn forwarded_for<'h>(
+    headers: impl Iterator<Item = &'h httparse::Header<'h>>,
+    trusted: &[ipnet::IpNet],
+) -> Option<std::net::IpAddr> {
+    let entries: Vec<&str> =
+        headers.filter_map(|h| std::str::from_utf8(h.value).ok()).flat_map(|v| v.split(',')).map(str::trim).collect();
+    let parse = |entry: &str| -> Option<std::net::IpAddr> {
+        entry
+            .parse()
+            .ok()
+            .or_else(|| entry.parse::<std::net::SocketAddr>().ok().map(|s| s.ip()))
+            .map(|ip: std::net::IpAddr| ip.to_canonical())
+    };
+    for entry in entries.iter().rev() {
+        let ip = parse(entry)?;
+        if !trusted.iter().any(|net| net.contains(&ip)) {
+            return Some(ip);
+        }
+    }
+    None
 }
 
 /// The accept value for a client key (RFC 6455 §4.2.2).
@@ -201,7 +230,7 @@ mod tests {
         assert_eq!(accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
         let mut input = REQUEST.as_bytes().to_vec();
         input.extend_from_slice(&[0x82, 0x80]);
-        let up = parse(&input, &rules()).unwrap().unwrap();
+        let up = parse(&input, &rules(), &[]).unwrap().unwrap();
         assert_eq!(up.consumed, REQUEST.len());
         assert!(up.subprotocol);
         let text = String::from_utf8(up.response).unwrap();
@@ -213,7 +242,7 @@ mod tests {
     #[test]
     fn waits_for_the_whole_head_fed_byte_by_byte() {
         for end in 0..REQUEST.len() {
-            assert_eq!(parse(&REQUEST.as_bytes()[..end], &rules()), Ok(None), "at {end}");
+            assert_eq!(parse(&REQUEST.as_bytes()[..end], &rules(), &[]), Ok(None), "at {end}");
         }
     }
 
@@ -231,7 +260,7 @@ mod tests {
             ("\x16\x03\x01 binary".to_string(), Refusal::BadRequest, "400"),
         ];
         for (request, refusal, status) in cases {
-            assert_eq!(parse(request.as_bytes(), &rules()), Err(refusal), "{request:?}");
+            assert_eq!(parse(request.as_bytes(), &rules(), &[]), Err(refusal), "{request:?}");
             let response = String::from_utf8(refusal.response()).unwrap();
             assert!(response.starts_with(&format!("HTTP/1.1 {status} ")), "{response}");
         }
@@ -242,8 +271,30 @@ mod tests {
         let bare = REQUEST
             .replace("Sec-WebSocket-Protocol: chat, ringgate.v1\r\n", "")
             .replace("Origin: https://app.example\r\n", "");
-        let up = parse(bare.as_bytes(), &rules()).unwrap().unwrap();
+        let up = parse(bare.as_bytes(), &rules(), &[]).unwrap().unwrap();
         assert!(!up.subprotocol);
         assert!(!String::from_utf8(up.response).unwrap().contains("Sec-WebSocket-Protocol"));
+    }
+
+    #[test]
+    fn forwarded_for_is_the_rightmost_address_past_the_trusted_proxies() {
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap(), "192.0.2.1/32".parse().unwrap()];
+        let with = |xff: &[&str]| {
+            let extra: String = xff.iter().map(|v| format!("X-Forwarded-For: {v}\r\n")).collect();
+            let request = REQUEST.replacen("Host: gw\r\n", &format!("Host: gw\r\n{extra}"), 1);
+            parse(request.as_bytes(), &rules(), &trusted).unwrap().unwrap().forwarded_for
+        };
+        let ip = |s: &str| Some(s.parse::<std::net::IpAddr>().unwrap());
+        assert_eq!(with(&["203.0.113.5"]), ip("203.0.113.5"));
+        // The client wrote the first entry itself; a chain of trusted proxies appended the rest.
+        assert_eq!(with(&["6.6.6.6, 203.0.113.5, 10.1.2.3"]), ip("203.0.113.5"));
+        assert_eq!(with(&["6.6.6.6", "203.0.113.5:4711, 192.0.2.1"]), ip("203.0.113.5"));
+        assert_eq!(with(&["[2001:db8::5]:443"]), ip("2001:db8::5"));
+        assert_eq!(with(&["unknown"]), None);
+        assert_eq!(with(&["10.0.0.9"]), None);
+        assert_eq!(with(&[]), None);
+        // Nobody trusted: the header is not even read.
+        let request = REQUEST.replacen("Host: gw\r\n", "Host: gw\r\nX-Forwarded-For: 203.0.113.5\r\n", 1);
+        assert_eq!(parse(request.as_bytes(), &rules(), &[]).unwrap().unwrap().forwarded_for, None);
     }
 }

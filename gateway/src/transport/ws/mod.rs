@@ -41,6 +41,8 @@ pub struct WsSettings {
     pub rules: Rules,
     /// Largest binary message: the client frame limit plus its header.
     pub max_message: u64,
+    /// `listen.trusted_proxies`: `X-Forwarded-For` is read past these.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// The stream under a WebSocket: a socket (ws) or rustls over one (wss). A WebSocket is
@@ -118,13 +120,22 @@ enum Phase {
     },
 }
 
+/// What a WebSocket has to say before anything else, in one allocation made only when there
+/// is something (the upgrade's response, which is also when a forwarded address is known).
+#[derive(Default)]
+struct Replies {
+    out: BytesMut,
+    forwarded: Option<std::net::IpAddr>,
+}
+
 /// A WebSocket connection: its stream and a few words of its own (an idle ws connection is
 /// the socket and 32 bytes).
 pub(crate) struct WsIo<U> {
     pub under: U,
     phase: Phase,
-    /// Bytes of our own to write before anything else: the handshake response, Pongs.
-    replies: Option<Box<BytesMut>>,
+    /// Bytes of our own to write before anything else: the handshake response, Pongs; and
+    /// the client address a trusted proxy forwarded, until the worker takes it.
+    replies: Option<Box<Replies>>,
     /// Largest binary message, for the readers made after the upgrade.
     max_message: u32,
 }
@@ -155,7 +166,13 @@ impl<U: Under> WsIo<U> {
     }
 
     fn replies(&mut self) -> &mut BytesMut {
-        self.replies.get_or_insert_with(Box::default)
+        &mut self.replies.get_or_insert_with(Box::default).out
+    }
+
+    /// The client address the upgrade request's `X-Forwarded-For` gave (past the trusted
+    /// proxies), once: the worker takes it right after the read that completed the upgrade.
+    pub fn take_forwarded(&mut self) -> Option<std::net::IpAddr> {
+        self.replies.as_mut()?.forwarded.take()
     }
 
     /// Runs received bytes through the handshake or the frame reader.
@@ -163,12 +180,15 @@ impl<U: Under> WsIo<U> {
         if let Phase::Handshake(state) = &mut self.phase {
             let (head, settings) = &mut **state;
             head.extend_from_slice(bytes);
-            match handshake::parse(head, &settings.rules) {
+            match handshake::parse(head, &settings.rules, &settings.trusted_proxies) {
                 Ok(None) => return ReadOutcome::Data(0),
                 Ok(Some(upgrade)) => {
                     let mut rest = head.split_off(upgrade.consumed.min(head.len()));
                     self.phase = Phase::Open(None);
                     self.replies().put_slice(&upgrade.response);
+                    if let Some(replies) = self.replies.as_mut() {
+                        replies.forwarded = upgrade.forwarded_for;
+                    }
                     return match self.frames(&mut rest, input) {
                         ReadOutcome::Alive => ReadOutcome::Data(0),
                         other => other,
@@ -242,19 +262,24 @@ impl<U: Under> WsIo<U> {
 
     /// Whether replies of our own are waiting (or TLS records).
     pub fn wants_write(&self) -> bool {
-        self.replies.as_ref().is_some_and(|r| !r.is_empty()) || self.under.wants_write()
+        self.replies.as_ref().is_some_and(|r| !r.out.is_empty()) || self.under.wants_write()
     }
 
     /// Replies first (`transit` ends on a frame boundary, so they go after it), then out.
     pub fn write(&mut self, transit: &mut BytesMut) -> io::Result<Wrote> {
         if let Some(replies) = self.replies.take() {
             if transit.is_empty() {
-                *transit = *replies;
+                *transit = replies.out;
             } else {
-                transit.extend_from_slice(&replies);
+                transit.extend_from_slice(&replies.out);
             }
         }
         self.under.write(transit)
+    }
+
+    /// Still before the 101 (for wss: the TLS handshake included).
+    pub fn handshaking(&self) -> bool {
+        matches!(self.phase, Phase::Handshake(_))
     }
 
     /// A connection given up while still in the handshake: its failure, for the counters.
@@ -266,7 +291,7 @@ impl<U: Under> WsIo<U> {
     pub fn close(mut self, reason: ReasonCode, unsent: &[u8]) {
         let mut out = BytesMut::from(unsent);
         if let Some(replies) = self.replies.take() {
-            out.extend_from_slice(&replies);
+            out.extend_from_slice(&replies.out);
         }
         match self.phase {
             Phase::Handshake(_) | Phase::Done { refused: true, .. } => {}

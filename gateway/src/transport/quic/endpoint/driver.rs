@@ -52,13 +52,16 @@ impl QuicEndpoint {
     fn incoming(&mut self, incoming: quinn_proto::Incoming, now: Instant, full: bool, buf: &mut Vec<u8>) {
         if full || !self.accepting {
             self.refuse(incoming, buf);
-        } else if self.retry_above > 0
+            return;
+        }
+        let busy = self.retry_above > 0
             && !incoming.remote_address_validated()
-            && self.handshaking + self.waiting.len() >= self.retry_above
-        {
+            && self.handshaking + self.waiting.len() >= self.retry_above;
+        if busy {
             // Busy: the client proves its address with a Retry round trip before it gets a
             // slot or a place in line, so Initials that are never followed up (spoofed, or
-            // from a host that does no crypto) cost one stateless packet each.
+            // from a host that does no crypto) cost one stateless packet each (and count
+            // against no address, which a spoofer could otherwise use up).
             buf.clear();
             match self.inner.retry(incoming, buf) {
                 Ok(transmit) => {
@@ -67,17 +70,31 @@ impl QuicEndpoint {
                 }
                 Err(e) => self.refuse(e.into_incoming(), buf),
             }
-        } else if self.handshaking < self.max_handshakes && self.waiting.is_empty() {
-            self.accept(incoming, now, buf);
+            return;
+        }
+        // The per-address limits TCP has: connections, those not yet logged in (a
+        // handshake counts), new ones per second, the flapping ban.
+        let Ok(peer) = self.admit_address(&incoming, now) else {
+            self.send_refusal(incoming, buf);
+            return;
+        };
+        if self.handshaking < self.max_handshakes && self.waiting.is_empty() {
+            self.accept(incoming, peer, now, buf);
         } else if self.waiting.len() < self.max_handshakes.saturating_mul(WAITING_PER_SLOT) {
-            self.waiting.push_back((incoming, now));
+            self.waiting.push_back((incoming, now, peer));
         } else {
+            self.release(peer, now);
             self.refuse(incoming, buf);
         }
     }
 
     pub(super) fn refuse(&mut self, incoming: quinn_proto::Incoming, buf: &mut Vec<u8>) {
         self.metrics.refused.increment(1);
+        self.send_refusal(incoming, buf);
+    }
+
+    /// Tells the client it is refused (CONNECTION_REFUSED), without counting it here.
+    fn send_refusal(&mut self, incoming: quinn_proto::Incoming, buf: &mut Vec<u8>) {
         buf.clear();
         let transmit = self.inner.refuse(incoming, buf);
         self.send(&transmit, &buf[..transmit.size]);
@@ -88,18 +105,19 @@ impl QuicEndpoint {
     fn start_waiting(&mut self, now: Instant, full: bool) {
         let mut buf = std::mem::take(&mut self.buf);
         while self.handshaking < self.max_handshakes
-            && let Some((incoming, since)) = self.waiting.pop_front()
+            && let Some((incoming, since, peer)) = self.waiting.pop_front()
         {
             if full || !self.accepting || now.duration_since(since) >= self.auth_timeout {
+                self.release(peer, now);
                 self.refuse(incoming, &mut buf);
             } else {
-                self.accept(incoming, now, &mut buf);
+                self.accept(incoming, peer, now, &mut buf);
             }
         }
         self.buf = buf;
     }
 
-    fn accept(&mut self, incoming: quinn_proto::Incoming, now: Instant, buf: &mut Vec<u8>) {
+    fn accept(&mut self, incoming: quinn_proto::Incoming, peer: AddrKey, now: Instant, buf: &mut Vec<u8>) {
         buf.clear();
         match self.inner.accept(incoming, now, buf, Some(self.server.clone())) {
             Ok((ch, conn)) => {
@@ -117,6 +135,7 @@ impl QuicEndpoint {
                     timer: None,
                     waker: None,
                     queued: false,
+                    peer,
                 };
                 if let Some(old) = self.slots.get_mut(h) {
                     *old = Some(Box::new(slot));
@@ -128,6 +147,7 @@ impl QuicEndpoint {
             Err(e) => {
                 tracing::debug!(error = %e.cause, "quic accept failed");
                 self.metrics.failed.increment(1);
+                self.release(peer, now);
                 if let Some(transmit) = e.response {
                     self.send(&transmit, &buf[..transmit.size]);
                 }
@@ -150,8 +170,10 @@ impl QuicEndpoint {
                     // No handshake or no stream within the handshake timeout.
                     slot.conn.close(now, VarInt::from_u32(ReasonCode::AUTH_TIMEOUT.0), Bytes::new());
                     slot.phase = Phase::Closed;
+                    let peer = slot.peer;
                     self.handshaking = self.handshaking.saturating_sub(1);
                     self.metrics.failed.increment(1);
+                    self.release(peer, now);
                 }
                 Phase::Closing { deadline, code } if deadline <= now => {
                     slot.conn.close(now, code, Bytes::new());
@@ -213,6 +235,7 @@ impl QuicEndpoint {
         if drained {
             if matches!(slot.phase, Phase::Handshaking { .. }) {
                 self.handshaking = self.handshaking.saturating_sub(1);
+                self.release(slot.peer, now);
             }
             slot.wake();
             self.live = self.live.saturating_sub(1);
@@ -247,6 +270,7 @@ impl QuicEndpoint {
                     tracing::debug!(error = %reason, "quic handshake failed");
                     self.handshaking = self.handshaking.saturating_sub(1);
                     self.metrics.failed.increment(1);
+                    self.release(slot.peer, Instant::now());
                 }
                 slot.phase = Phase::Closed;
                 slot.wake();
@@ -283,8 +307,9 @@ type Timer = Pin<Box<dyn Future<Output = ()>>>;
 pub(crate) trait Acceptor {
     /// Whether the worker takes no more connections.
     fn is_full(&self) -> bool;
-    /// A connection whose stream is open: the worker takes it, or gives it back when full.
-    fn admit(&self, io: super::super::QuicIo) -> Result<(), super::super::QuicIo>;
+    /// A connection whose stream is open: the worker takes it, with its address's count in
+    /// the admission table (`peer`, 0: none), or gives it back when full.
+    fn admit(&self, io: super::super::QuicIo, peer: AddrKey) -> Result<(), super::super::QuicIo>;
 }
 
 pub(crate) async fn run(ep: Shared, worker: impl Acceptor) {
@@ -354,8 +379,11 @@ pub(crate) async fn run(ep: Shared, worker: impl Acceptor) {
 /// Hands connections whose stream is open to the worker.
 fn admit(ep: &Shared, worker: &impl Acceptor, ready: Vec<QuicKey>) {
     for key in ready {
-        if let Err(refused) = worker.admit(super::super::QuicIo { ep: ep.clone(), key }) {
-            ep.borrow_mut().close(refused.key, ReasonCode::SERVER_OVERLOADED, &[]);
+        let peer = ep.borrow_mut().peer_of(key);
+        if let Err(refused) = worker.admit(super::super::QuicIo { ep: ep.clone(), key }, peer) {
+            let mut e = ep.borrow_mut();
+            e.refused_by_worker(refused.key);
+            e.close(refused.key, ReasonCode::SERVER_OVERLOADED, &[]);
         }
     }
 }

@@ -34,6 +34,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use crate::admission::AddrKey;
 use bytes::{Bytes, BytesMut};
 use compio::runtime::fd::PollFd;
 use metrics::Counter;
@@ -46,6 +47,17 @@ mod driver;
 pub(crate) use driver::{Acceptor, run};
 
 /// A worker's endpoint, shared by its driver task and its QUIC connections.
+///
+/// # Borrow order
+///
+/// The worker (`Rc<RefCell<Worker>>`) and its endpoint are borrowed in that order only: a
+/// connection's [`QuicIo`](super::QuicIo) borrows the endpoint while the worker is borrowed
+/// (reading, writing, closing from inside the worker's state), so nothing may call into the
+/// worker while it holds a borrow of the endpoint. The driver keeps to it by taking what it
+/// needs out of the endpoint, dropping that borrow, and only then calling its
+/// [`Acceptor`] (which borrows the worker); the endpoint never holds a worker handle. Borrowing
+/// the other way round panics at run time (`already borrowed`), on the first QUIC connection
+/// that reaches the path, which the QUIC tests of `gateway/tests/transports.rs` run.
 pub(crate) type Shared = Rc<RefCell<QuicEndpoint>>;
 
 /// Datagrams read per wake-up before the driver lets the worker's other tasks run.
@@ -87,6 +99,9 @@ struct Slot {
     waker: Option<Waker>,
     /// In the endpoint's work queue.
     queued: bool,
+    /// Its address's key in the admission table (0: none); counted there by the endpoint
+    /// until the handshake ends, then by the worker if it takes the connection.
+    peer: AddrKey,
 }
 
 impl Slot {
@@ -131,6 +146,13 @@ pub(crate) struct QuicMetrics {
     pub retried: Counter,
 }
 
+/// Per-address admission for QUIC: the node's table (the same limits as TCP's), and
+/// `ringgate_admission_refused_total` by [`crate::admission::Refusal::ALL`].
+pub(crate) struct AddressGate {
+    pub admission: Arc<crate::admission::Admission>,
+    pub refused: [Counter; crate::admission::Refusal::ALL.len()],
+}
+
 /// A worker's QUIC endpoint and its connections.
 pub(crate) struct QuicEndpoint {
     inner: quinn_proto::Endpoint,
@@ -149,7 +171,7 @@ pub(crate) struct QuicEndpoint {
     /// Handshakes whose stream is open, for the driver to hand to the worker.
     ready: Vec<QuicKey>,
     /// New connections waiting for a handshake slot (see [`QuicEndpoint::incoming`]).
-    waiting: VecDeque<(quinn_proto::Incoming, Instant)>,
+    waiting: VecDeque<(quinn_proto::Incoming, Instant, AddrKey)>,
     handshaking: usize,
     generation: u32,
     accepting: bool,
@@ -163,6 +185,7 @@ pub(crate) struct QuicEndpoint {
     /// How long an admitted handshake (and its stream's opening) may take.
     handshake_timeout: Duration,
     metrics: QuicMetrics,
+    gate: Option<AddressGate>,
 }
 
 /// How many handshakes an endpoint runs, when it asks for a Retry, and how long they may take.
@@ -187,6 +210,7 @@ impl QuicEndpoint {
         server: quinn_proto::ServerConfig,
         limits: HandshakeLimits,
         metrics: QuicMetrics,
+        gate: Option<AddressGate>,
     ) -> io::Result<Shared> {
         let HandshakeLimits { max_handshakes, retry_above, auth_timeout, handshake_timeout } = limits;
         socket.set_nonblocking(true)?;
@@ -214,6 +238,7 @@ impl QuicEndpoint {
             auth_timeout,
             handshake_timeout: handshake_timeout.min(auth_timeout),
             metrics,
+            gate,
         })))
     }
 
@@ -233,10 +258,44 @@ impl QuicEndpoint {
     pub fn stop_accepting(&mut self) {
         self.accepting = false;
         let mut buf = std::mem::take(&mut self.buf);
-        while let Some((incoming, _)) = self.waiting.pop_front() {
+        let now = Instant::now();
+        while let Some((incoming, _, peer)) = self.waiting.pop_front() {
+            self.release(peer, now);
             self.refuse(incoming, &mut buf);
         }
         self.buf = buf;
+    }
+
+    /// Counts a new connection from `incoming`'s address; `Err` when a per-address limit
+    /// refuses it (counted by reason). 0: no gate.
+    fn admit_address(&self, incoming: &quinn_proto::Incoming, now: Instant) -> Result<AddrKey, ()> {
+        let Some(gate) = &self.gate else { return Ok(0) };
+        let key = gate.admission.key(incoming.remote_address().ip());
+        gate.admission.admit(key, now).map(|()| key).map_err(|refusal| {
+            if let Some(i) = crate::admission::Refusal::ALL.iter().position(|r| *r == refusal) {
+                gate.refused[i].increment(1);
+            }
+        })
+    }
+
+    /// A connection counted by [`Self::admit_address`] ended before the worker took it.
+    fn release(&self, peer: AddrKey, now: Instant) {
+        if let Some(gate) = &self.gate
+            && peer != 0
+        {
+            gate.admission.closed(peer, false, now);
+        }
+    }
+
+    /// The address key of connection `key`, which the worker takes over with it.
+    pub(crate) fn peer_of(&mut self, key: QuicKey) -> AddrKey {
+        self.slot_of(key).map_or(0, |s| s.peer)
+    }
+
+    /// The worker refused connection `key`: its address no longer counts it.
+    pub(crate) fn refused_by_worker(&mut self, key: QuicKey) {
+        let peer = self.peer_of(key);
+        self.release(peer, Instant::now());
     }
 
     fn slot(&mut self, h: usize) -> Option<&mut Slot> {
@@ -349,11 +408,12 @@ impl QuicEndpoint {
             {
                 slot.conn.close(now, VarInt::from_u32(ReasonCode::SERVER_SHUTDOWN.0), Bytes::new());
                 slot.phase = Phase::Closed;
-                closed.push(h);
+                closed.push((h, slot.peer));
             }
         }
         self.handshaking = 0;
-        for h in closed {
+        for (h, peer) in closed {
+            self.release(peer, now);
             self.touch(h);
         }
     }

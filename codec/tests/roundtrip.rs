@@ -9,7 +9,7 @@ use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 use ringgate_codec::client::*;
 use ringgate_codec::link::*;
-use ringgate_codec::{Decoded, ReasonCode};
+use ringgate_codec::{Decoded, ReasonCode, client, link};
 
 fn id() -> impl Strategy<Value = String> {
     "[a-z0-9:_-]{1,40}"
@@ -231,6 +231,47 @@ proptest! {
     }
 
     #[test]
+    /// Random bytes mostly fail at the op byte; these reach every body decoder: a known op,
+    /// an exact length, and a random body (or one made of a valid frame's body with bytes
+    /// flipped), and must decode or fail without a panic, consuming exactly the frame.
+    fn body_decoders_never_panic(
+        client_op in proptest::sample::select(CLIENT_OPS.to_vec()),
+        link_op in proptest::sample::select(LINK_OPS.to_vec()),
+        body in proptest::collection::vec(any::<u8>(), 0..600),
+        flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..8),
+    ) {
+        for (op, is_client) in [(client_op, true), (link_op, false)] {
+            let mut body = body.clone();
+            // Half the time start from a valid frame of the op's family and damage it.
+            if flips.len() % 2 == 1 {
+                let valid = if is_client { sample_client_body(op) } else { sample_link_body(op) };
+                if let Some(valid) = valid {
+                    body = valid;
+                }
+            }
+            for &(at, x) in &flips {
+                if !body.is_empty() {
+                    let i = at % body.len();
+                    body[i] ^= x;
+                }
+            }
+            let mut frame = BytesMut::new();
+            frame.extend_from_slice(&[op]);
+            ringgate_codec::varint::encode(body.len() as u64, &mut frame);
+            frame.extend_from_slice(&body);
+            frame.extend_from_slice(b"tail");
+            let result = if is_client {
+                ClientDecoder::default().decode(&mut frame).map(|d| matches!(d, Decoded::Frame(_)))
+            } else {
+                LinkDecoder::default().decode(&mut frame).map(|d| matches!(d, Decoded::Frame(_)))
+            };
+            if result == Ok(true) {
+                prop_assert_eq!(&frame[..], b"tail", "a decoded frame takes exactly its bytes");
+            }
+        }
+    }
+
+    #[test]
     fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512), chunk in 1usize..32) {
         for max in [16, 65_536] {
             let mut input = BytesMut::new();
@@ -272,4 +313,53 @@ fn need_more_is_exact_once_the_header_is_known() {
     let header_len = 3; // op + 2-byte length
     let mut input = BytesMut::from(&bytes[..header_len]);
     assert_eq!(ClientDecoder::default().decode(&mut input).unwrap(), Decoded::NeedMore(bytes.len() - header_len));
+}
+
+const CLIENT_OPS: [u8; 11] = [
+    client::op::PING,
+    client::op::PONG,
+    client::op::AUTH,
+    client::op::AUTH_OK,
+    client::op::AUTH_FAIL,
+    client::op::SEND,
+    client::op::ACK,
+    client::op::PUSH,
+    client::op::KICK,
+    client::op::GO_AWAY,
+    client::op::CLOSE,
+];
+
+const LINK_OPS: [u8; 17] = [
+    link::op::PING,
+    link::op::PONG,
+    link::op::HELLO,
+    link::op::HELLO_ACK,
+    link::op::CLOSE,
+    link::op::UPSTREAM,
+    link::op::UPSTREAM_ACK,
+    link::op::PUSH_TO_CONN,
+    link::op::PUSH_TO_USER,
+    link::op::PUSH_TO_ROOM,
+    link::op::BROADCAST,
+    link::op::JOIN_ROOM,
+    link::op::LEAVE_ROOM,
+    link::op::KICK,
+    link::op::PUSH_RESULT,
+    link::op::CONN_OPENED,
+    link::op::CONN_CLOSED,
+];
+
+/// The body of the golden vector of client op `op`, if there is one.
+fn sample_client_body(op: u8) -> Option<Vec<u8>> {
+    common::client_vectors().into_iter().map(|(_, f)| f.to_bytes().unwrap()).find(|b| b[0] == op).map(|b| strip(&b))
+}
+
+fn sample_link_body(op: u8) -> Option<Vec<u8>> {
+    common::link_vectors().into_iter().map(|(_, f)| f.to_bytes().unwrap()).find(|b| b[0] == op).map(|b| strip(&b))
+}
+
+/// A frame's body: past its op byte and its varint length.
+fn strip(frame: &[u8]) -> Vec<u8> {
+    let len_bytes = frame[1..].iter().position(|b| b & 0x80 == 0).map_or(1, |i| i + 1);
+    frame[1 + len_bytes..].to_vec()
 }

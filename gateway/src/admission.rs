@@ -196,6 +196,29 @@ impl Admission {
         })
     }
 
+    /// What [`Admission::admit`] would refuse `key` for now, changing nothing: for a QUIC
+    /// Initial whose address is not validated (it may be spoofed, so it must not count for
+    /// that address), which is refused only when the address is already over a limit.
+    pub fn would_refuse(&self, key: AddrKey, now: Instant) -> Option<Refusal> {
+        let limits = &*self.limits();
+        let shard = self.shards.get((key >> 27) as usize % SHARDS)?;
+        let table = shard.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let e = table.table.get(&key)?;
+        if e.banned_until.is_some_and(|until| now < until) {
+            return Some(Refusal::Banned);
+        }
+        if e.conns >= limits.max_connections_per_address {
+            return Some(Refusal::Connections);
+        }
+        if e.unauthenticated >= limits.max_unauthenticated_per_address {
+            return Some(Refusal::Unauthenticated);
+        }
+        let elapsed = now.saturating_duration_since(e.refilled).as_secs_f64();
+        let burst = f64::from(limits.new_connections_burst.max(1));
+        let tokens = (e.tokens + elapsed * f64::from(limits.new_connections_per_address)).min(burst);
+        (tokens < 1.0).then_some(Refusal::Rate)
+    }
+
     /// A connection from `key` logged in.
     pub fn authenticated(&self, key: AddrKey) {
         self.with(key, |table| {

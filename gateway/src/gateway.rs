@@ -389,7 +389,7 @@ impl Gateway {
         new.workers = current.workers;
         let old = current.clone();
         let mut restart = Vec::new();
-        let checks: [(&'static str, bool); 17] = [
+        let checks: [(&'static str, bool); 18] = [
             ("admin", old.admin != new.admin),
             ("log.format", old.log_format != new.log_format),
             ("auth.jwks_url", jwks_source(&old) != jwks_source(&new)),
@@ -407,6 +407,8 @@ impl Gateway {
                 old.io_driver != new.io_driver || old.pin_cpus != new.pin_cpus || old.read_buffer != new.read_buffer,
             ),
             ("io.timer_tick", old.timer_tick != new.timer_tick),
+            // Links decode by it and told their backends in Hello (one rule for frame sizes).
+            ("limits.max_frame_len", old.session.max_frame_len != new.session.max_frame_len),
             ("redis", old.redis != new.redis),
             ("drain", old.drain != new.drain),
             ("backend (embedded <-> links)", old.backend.is_some() != new.backend.is_some()),
@@ -416,6 +418,8 @@ impl Gateway {
                 restart.push(key);
             }
         }
+        // The running frame limit stays until a restart, with the links that were sized by it.
+        new.session.max_frame_len = old.session.max_frame_len;
         // Each link task keeps the start-up copy of how it talks to its backend (its window,
         // buffer, timers, and a silence limit of three ping intervals); the worker pings with
         // the config's interval, so the running value stays in force until a restart rather

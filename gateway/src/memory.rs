@@ -17,8 +17,8 @@ use crate::config::MemoryLimit;
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 /// The allocator is asked how much it holds free at most this often...
 const TRIM_EVERY: Duration = Duration::from_secs(10);
-/// ...and trimmed when that grew by this much since the last trim (what a trim leaves is
-/// fragments smaller than a page, which no trim can return).
+/// ...and trimmed when that grew by this much since the last trim, or by 1/64 of RSS if more
+/// (a trim walks every arena under its lock: on a large heap it runs only for a large gain).
 const TRIM_ABOVE: u64 = 1 << 20;
 /// Once above the limit, new connections are taken again below this share of it.
 const RESUME_AT: f64 = 0.95;
@@ -88,8 +88,9 @@ pub fn resolve(limit: MemoryLimit) -> Option<u64> {
     }
 }
 
-/// The memory this process may use: its cgroup's `memory.max` when one is set, else the
-/// host's RAM.
+/// The memory this process may use: its own cgroup's `memory.max` (cgroup v2) when one is
+/// set, else the host's RAM. A limit on a parent group, or under cgroup v1, is not seen:
+/// set `limits.max_memory` to a size there.
 pub fn available() -> Option<u64> {
     cgroup_limit().or_else(host_memory)
 }
@@ -109,13 +110,17 @@ fn host_memory() -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// This process's resident set, in bytes.
+/// This process's anonymous resident memory (heap, stacks, rings), in bytes: resident minus
+/// the file-backed and shared pages, which are the binary's code (paged in as code paths
+/// first run, clean and reclaimable) and grow without the node using more memory.
 pub fn rss_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    let mut fields = statm.split_whitespace().skip(1);
+    let resident: u64 = fields.next()?.parse().ok()?;
+    let shared: u64 = fields.next()?.parse().ok()?;
     // SAFETY: sysconf has no preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    Some(pages * u64::try_from(page).ok()?)
+    Some(resident.saturating_sub(shared) * u64::try_from(page).ok()?)
 }
 
 /// Samples RSS into `guard` every second (logging when the limit is crossed either way) and
@@ -163,7 +168,8 @@ impl Trim {
         }
         self.last = Some(now);
         let free = allocator::free_bytes()?;
-        if free < self.free_after.saturating_add(TRIM_ABOVE) {
+        let above = TRIM_ABOVE.max(rss_bytes().unwrap_or(0) / 64);
+        if free < self.free_after.saturating_add(above) {
             // Free memory reused since shrinks the mark, so the next burst counts in full.
             self.free_after = self.free_after.min(free);
             return None;
@@ -230,7 +236,7 @@ mod tests {
 
     #[test]
     fn reads_this_process_and_host() {
-        assert!(rss_bytes().is_some_and(|r| r > 1 << 20));
+        assert!(rss_bytes().is_some_and(|r| r > 1 << 18));
         assert!(available().is_some_and(|a| a > 1 << 26));
         assert_eq!(resolve(MemoryLimit::Bytes(5)), Some(5));
         assert_eq!(resolve(MemoryLimit::Off), None);
@@ -250,9 +256,8 @@ mod tests {
         let mut trim = Trim::default();
         let returned = trim.maybe(Instant::now()).unwrap_or(0);
         assert!(returned > 20 << 20, "RSS returned: {returned}");
-        // Not again within TRIM_EVERY, nor later when nothing more was freed.
+        // Not again within TRIM_EVERY (later depends on what the rest of this process frees).
         assert_eq!(trim.maybe(Instant::now()), None);
-        assert_eq!(trim.maybe(Instant::now() + TRIM_EVERY), None);
         drop(keep);
     }
 }

@@ -278,7 +278,6 @@ impl WorkerMetrics {
         }
     }
 
-    /// Counts a refusal at accept.
     /// A message to another worker dropped: `kind` is one of [`PEER_DROPS`].
     pub fn peer_dropped(&self, kind: &str) {
         if let Some(c) = PEER_DROPS.iter().position(|k| *k == kind).and_then(|i| self.peer_dropped.get(i)) {
@@ -305,6 +304,7 @@ impl WorkerMetrics {
         self.refused[i].clone()
     }
 
+    /// Counts a refusal at accept.
     pub fn refused(&self, why: Refused) {
         if let Some(i) = Refused::ALL.iter().position(|r| *r == why) {
             self.refused[i].increment(1);

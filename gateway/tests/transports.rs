@@ -55,6 +55,11 @@ struct Node {
 }
 
 fn node_with(driver: IoDriver, tweak: impl FnOnce(&mut ringgate::Config)) -> Node {
+    node_on(driver, 2, tweak)
+}
+
+/// A node of `workers` workers with TLS and QUIC listeners.
+fn node_on(driver: IoDriver, workers: usize, tweak: impl FnOnce(&mut ringgate::Config)) -> Node {
     let dir = Dir::new();
     let cert = support::write_cert(&dir);
     let mut config = support::config(driver);
@@ -66,7 +71,7 @@ fn node_with(driver: IoDriver, tweak: impl FnOnce(&mut ringgate::Config)) -> Nod
         versions: TlsVersions::Tls13,
     });
     tweak(&mut config);
-    Node { gateway: support::start_with(config, 2), dir, cert }
+    Node { gateway: support::start_with(config, workers), dir, cert }
 }
 
 fn node(driver: IoDriver) -> Node {
@@ -871,15 +876,20 @@ fn tls_slow_consumer_is_closed_and_others_are_unaffected(driver: IoDriver) {
     drop(slow);
 }
 
-/// QUIC connections count against their address's limits like TCP's, from the start of the
-/// handshake: over the cap a client is refused (CONNECTION_REFUSED) while another address
-/// connects, and a handshake that ends without a connection (here: no stream before the
-/// auth deadline) gives its place back.
+/// QUIC connections count against their address's limits like TCP's. A validated address
+/// (here: a Retry, asked for once a handshake is running) counts from the start of its
+/// handshake, and gives its place back when the handshake ends without a connection (no
+/// stream before the auth deadline); an address not validated is only checked (a spoofer
+/// must not use up another address's limits) and counts once the worker takes the
+/// connection. Over a limit a client is refused (CONNECTION_REFUSED) while another address
+/// connects.
 fn quic_per_address_limits_hold_from_the_handshake_on(driver: IoDriver) {
-    let node = node_with(driver, |c| {
+    // One worker: the Retry threshold counts the handshakes of one endpoint.
+    let node = node_on(driver, 1, |c| {
         c.admission.max_connections_per_address = 2;
         c.admission.max_unauthenticated_per_address = 1;
         c.session.auth_timeout = Duration::from_millis(600);
+        c.quic.retry_above = 1;
     });
     let addr = node.gateway.quic_addr().unwrap();
     let refused = |err: Option<quinn::ConnectionError>| {
@@ -889,12 +899,17 @@ fn quic_per_address_limits_hold_from_the_handshake_on(driver: IoDriver) {
     let before = metric("ringgate_admission_refused_total");
     rt().block_on(async {
         let here = quinn_endpoint_from(&node.cert, "127.0.0.91");
-        // A handshake without a stream holds the address's one unauthenticated place...
+        // The first handshake (not validated: nothing runs yet) never opens its stream. It
+        // holds a handshake, so the next clients answer a Retry first.
         let streamless = here.connect(addr, "localhost").unwrap().await.unwrap();
+        // The second, validated, holds the address's one unauthenticated place...
+        let second = here.connect(addr, "localhost").unwrap().await.unwrap();
         let err = here.connect(addr, "localhost").unwrap().await.err();
-        assert!(refused(err), "a second unauthenticated connection from the address");
-        // ...until the auth deadline closes it; then the place is free again.
-        tokio::time::timeout(Duration::from_secs(3), streamless.closed()).await.expect("closed at the deadline");
+        assert!(refused(err), "a third connection not logged in from the address");
+        // ...until the auth deadline closes both; then the place is free again.
+        for conn in [streamless, second] {
+            tokio::time::timeout(Duration::from_secs(3), conn.closed()).await.expect("closed at the deadline");
+        }
         let mut a = QuicClient::connect_on(&here, addr, "qa").await.unwrap();
         a.login().await;
         let mut b = QuicClient::connect_on(&here, addr, "qb").await.unwrap();

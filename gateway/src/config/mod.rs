@@ -211,13 +211,15 @@ impl Config {
             ) as usize,
         };
         let max_frame_len = session.max_frame_len;
+        // Unset, 3 s or the auth deadline if that is shorter; set, it must fit inside it.
+        let explicit = raw.session.handshake_timeout.is_some();
         let handshake_timeout = x.get(
             "session.handshake_timeout",
             raw.session.handshake_timeout,
-            Duration::from_secs(3),
+            Duration::from_secs(3).min(session.auth_timeout),
             duration_in(Duration::from_millis(100), Duration::from_secs(600)),
         );
-        if handshake_timeout > session.auth_timeout {
+        if explicit && handshake_timeout > session.auth_timeout {
             x.invalid("session.handshake_timeout", "must be at most session.auth_timeout (the login includes it)");
         }
         if session.max_outbound < session.max_frame_len {

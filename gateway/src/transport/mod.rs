@@ -168,8 +168,6 @@ impl Io {
         }
     }
 
-    /// A connection given up before its transport's own handshake finished (a WebSocket
-    /// upgrade that never came): its failure, for the counters.
     /// The client address a trusted proxy forwarded in a WebSocket upgrade, once.
     pub fn take_forwarded(&mut self) -> Option<std::net::IpAddr> {
         match self {
@@ -189,6 +187,8 @@ impl Io {
         }
     }
 
+    /// A connection given up before its transport's own handshake finished (a WebSocket
+    /// upgrade that never came): its failure, for the counters.
     pub fn abandoned(&self) -> Option<Failure> {
         match self {
             Io::Ws(w) => w.abandoned(),

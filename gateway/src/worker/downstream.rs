@@ -202,7 +202,13 @@ impl Worker {
     }
 
     fn forward_to_owner(&mut self, link: LinkKey, conn_id: u64, frame: LinkFrame) {
-        let Some(owner) = owner_of(conn_id).filter(|&w| w < self.peers.len()) else { return };
+        let Some(owner) = owner_of(conn_id).filter(|&w| w < self.peers.len()) else {
+            // No worker of this node has such a connection: a push is answered not delivered.
+            if let LinkFrame::PushToConn(push) = &frame {
+                self.report(link, push.push_id, 0);
+            }
+            return;
+        };
         if let LinkFrame::PushToConn(push) = &frame {
             // A push is best effort: a full owner makes it not_delivered, at once.
             let push_id = push.push_id;

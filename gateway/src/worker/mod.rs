@@ -286,19 +286,33 @@ struct QuicAcceptor(Rc<RefCell<Worker>>);
 
 impl Acceptor for QuicAcceptor {
     fn is_full(&self) -> bool {
-        self.0.borrow().is_full()
+        // At the memory limit too: a refused Initial costs one packet, a handshake its state.
+        let w = self.0.borrow();
+        w.is_full() || w.memory.is_high()
     }
 
-    fn admit(&self, io: QuicIo, peer: crate::admission::AddrKey) -> Result<(), QuicIo> {
-        // The endpoint has counted the address already (at the handshake's start).
-        let admitted = self.0.borrow_mut().admit(Io::Quic(Box::new(io)), None, Instant::now());
+    fn admit(
+        &self,
+        io: QuicIo,
+        peer: crate::admission::AddrKey,
+        remote: Option<std::net::IpAddr>,
+    ) -> Result<(), (QuicIo, ReasonCode)> {
+        // Counted by the endpoint at the handshake's start (a validated address), or counted
+        // here now (the address was not validated then).
+        let key = match (peer, remote) {
+            (0, Some(ip)) => Some(self.0.borrow().admission.key(ip)),
+            _ => None,
+        };
+        let admitted = self.0.borrow_mut().admit(Io::Quic(Box::new(io)), key, Instant::now());
         match admitted {
             Ok(id) => {
-                self.0.borrow_mut().adopt_peer(id, peer);
+                if peer != 0 {
+                    self.0.borrow_mut().adopt_peer(id, peer);
+                }
                 compio::runtime::spawn(task::run(self.0.clone(), id)).detach();
                 Ok(())
             }
-            Err((Io::Quic(io), _)) => Err(*io),
+            Err((Io::Quic(io), why)) => Err((*io, why.reason())),
             Err((other, _)) => {
                 crate::transport::close(other, ReasonCode::SERVER_OVERLOADED, &[]);
                 Ok(())
@@ -351,7 +365,7 @@ async fn accept_loop(worker: Rc<RefCell<Worker>>, listener: TcpListener, kind: T
         // one address for thousands of clients); ws and wss count under X-Forwarded-For's
         // once the upgrade request is read.
         let key = (!trusted).then(|| worker.borrow().admission.key(peer.ip()));
-        admit_accepted(&worker, fd, key, kind);
+        admit_accepted(&worker, fd, key, kind, Instant::now());
     }
 }
 
@@ -359,15 +373,16 @@ async fn accept_loop(worker: Rc<RefCell<Worker>>, listener: TcpListener, kind: T
 /// PROXY header (within the handshake deadline), then admits the connection as its client's.
 async fn proxied(worker: Rc<RefCell<Worker>>, fd: crate::transport::ConnFd, kind: Transport) {
     use crate::transport::proxy::{Proxied, read_header};
-    let deadline = Instant::now() + worker.borrow().config.handshake_timeout;
+    let accepted = Instant::now();
+    let deadline = accepted + worker.borrow().config.handshake_timeout;
     let header = read_header(&fd, deadline).await;
     worker.borrow().metrics.proxy_header(header);
     match header {
         Ok(Proxied::Client(ip)) => {
             let key = worker.borrow().admission.key(ip);
-            admit_accepted(&worker, fd, Some(key), kind);
+            admit_accepted(&worker, fd, Some(key), kind, accepted);
         }
-        Ok(Proxied::Local) => admit_accepted(&worker, fd, None, kind),
+        Ok(Proxied::Local) => admit_accepted(&worker, fd, None, kind, accepted),
         Err(e) => {
             tracing::debug!(reason = e.name(), "PROXY header refused");
             crate::transport::tcp::close(&fd);
@@ -375,11 +390,18 @@ async fn proxied(worker: Rc<RefCell<Worker>>, fd: crate::transport::ConnFd, kind
     }
 }
 
-/// Builds the transport of an accepted socket and admits it, counted under `key`'s address;
-/// a refused client is told why where its transport can say it.
-fn admit_accepted(worker: &Rc<RefCell<Worker>>, fd: crate::transport::ConnFd, key: Option<AddrKey>, kind: Transport) {
+/// Builds the transport of a socket accepted at `accepted` and admits it, counted under
+/// `key`'s address; a refused client is told why where its transport can say it. Its
+/// handshake and auth deadlines count from `accepted` (a PROXY header's read included).
+fn admit_accepted(
+    worker: &Rc<RefCell<Worker>>,
+    fd: crate::transport::ConnFd,
+    key: Option<AddrKey>,
+    kind: Transport,
+    accepted: Instant,
+) {
     let Some(io) = transport_of(&worker.borrow(), fd, kind) else { return };
-    let admitted = worker.borrow_mut().admit(io, key, Instant::now());
+    let admitted = worker.borrow_mut().admit(io, key, accepted);
     match admitted {
         Ok(id) => compio::runtime::spawn(task::run(worker.clone(), id)).detach(),
         // A refused plain TCP or WebSocket client is told why; a TLS client just sees

@@ -222,13 +222,13 @@ impl Worker {
         self.next_conn += 1;
         let id = ((self.index as u64 + 1) << WORKER_SHIFT) | self.next_conn;
         let session = ServerSession::new(&self.config.session, now);
-        if let Some(deadline) = session.poll_timeout() {
-            self.timers.arm(id, deadline);
-        }
         if io.handshaking() {
-            // The handshake deadline; on_tick closes a connection a timer finds still in its
-            // handshake (both its timers come at or after this one).
+            // One timer, the handshake deadline (never after the session's): on_tick closes a
+            // connection it finds still in its handshake, and otherwise re-arms it for the
+            // session's deadline, so the connection keeps a single chain of timers.
             self.timers.arm(id, now + self.config.handshake_timeout.min(self.config.session.auth_timeout));
+        } else if let Some(deadline) = session.poll_timeout() {
+            self.timers.arm(id, deadline);
         }
         let transport = io.transport() as usize;
         let mut conn = Box::new(Conn::new(session, io));
@@ -569,8 +569,6 @@ impl Worker {
         conn.close_transport(reason);
     }
 
-    /// Fires due timers: closes connections whose auth or idle deadline passed, re-arms the
-    /// rest; times out Sends a backend has not answered; pings idle backend links.
     /// Sends `msg` to worker `peer` now, or after what is already waiting for it when its
     /// inbox is full (in order, so a leave cannot overtake its join). Beyond [`MAX_BACKLOG`]
     /// waiting the message is dropped, counted.
@@ -612,6 +610,9 @@ impl Worker {
         }
     }
 
+    /// Fires due timers: closes connections whose handshake, auth or idle deadline passed,
+    /// re-arms the rest; times out Sends a backend has not answered; pings idle backend links;
+    /// sends what waits for full peers.
     pub fn on_tick(&mut self, now: Instant) {
         self.retry_backlog();
         self.backend_timers(now);

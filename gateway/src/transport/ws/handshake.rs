@@ -173,14 +173,18 @@ pub fn parse(input: &[u8], rules: &Rules, trusted: &[ipnet::IpNet]) -> Result<Op
 }
 
 /// The right-most `X-Forwarded-For` address (over every such header, in order) that is not a
-/// trusted proxy; `None` when there is none or it is not an address.
+/// trusted proxy. The bytes are split on commas before any of them is read as text, so an
+/// entry the client wrote cannot hide the ones proxies appended after it. When the right-most
+/// untrusted entry is not an address (`unknown`, garbage), [`UNKNOWN_CLIENT`]: such clients
+/// share one address's limits rather than escape them. `None` only without the header (or
+/// when every entry is a trusted proxy).
 fn forwarded_for<'h>(
     headers: impl Iterator<Item = &'h httparse::Header<'h>>,
     trusted: &[ipnet::IpNet],
 ) -> Option<std::net::IpAddr> {
-    let entries: Vec<&str> =
-        headers.filter_map(|h| std::str::from_utf8(h.value).ok()).flat_map(|v| v.split(',')).map(str::trim).collect();
-    let parse = |entry: &str| -> Option<std::net::IpAddr> {
+    let entries: Vec<&[u8]> = headers.flat_map(|h| h.value.split(|&b| b == b',')).map(<[u8]>::trim_ascii).collect();
+    let parse = |entry: &[u8]| -> Option<std::net::IpAddr> {
+        let entry = std::str::from_utf8(entry).ok()?;
         entry
             .parse()
             .ok()
@@ -188,13 +192,17 @@ fn forwarded_for<'h>(
             .map(|ip: std::net::IpAddr| ip.to_canonical())
     };
     for entry in entries.iter().rev() {
-        let ip = parse(entry)?;
+        let Some(ip) = parse(entry) else { return Some(UNKNOWN_CLIENT) };
         if !trusted.iter().any(|net| net.contains(&ip)) {
             return Some(ip);
         }
     }
     None
 }
+
+/// The address clients behind a trusted proxy count under when their `X-Forwarded-For`
+/// entry is not an address (`::`, which no client has).
+pub const UNKNOWN_CLIENT: std::net::IpAddr = std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED);
 
 /// The accept value for a client key (RFC 6455 §4.2.2).
 pub fn accept_key(key: &[u8]) -> String {
@@ -290,8 +298,16 @@ mod tests {
         assert_eq!(with(&["6.6.6.6, 203.0.113.5, 10.1.2.3"]), ip("203.0.113.5"));
         assert_eq!(with(&["6.6.6.6", "203.0.113.5:4711, 192.0.2.1"]), ip("203.0.113.5"));
         assert_eq!(with(&["[2001:db8::5]:443"]), ip("2001:db8::5"));
-        assert_eq!(with(&["unknown"]), None);
+        assert_eq!(with(&["unknown"]), Some(UNKNOWN_CLIENT), "not an address: counted, not let through");
+        assert_eq!(with(&["203.0.113.5, garbage"]), Some(UNKNOWN_CLIENT));
         assert_eq!(with(&["10.0.0.9"]), None);
+        // A client's non-text bytes, in the header nginx appends to, hide nothing after them.
+        let request = REQUEST.replacen("Host: gw\r\n", "Host: gw\r\nX-Forwarded-For: \u{7f}junk, 203.0.113.7\r\n", 1);
+        let mut bytes = request.into_bytes();
+        let at = bytes.iter().position(|&b| b == 0x7f).unwrap();
+        bytes[at] = 0xff;
+        let got = parse(&bytes, &rules(), &trusted).unwrap().unwrap().forwarded_for;
+        assert_eq!(got, Some("203.0.113.7".parse().unwrap()));
         assert_eq!(with(&[]), None);
         // Nobody trusted: the header is not even read.
         let request = REQUEST.replacen("Host: gw\r\n", "Host: gw\r\nX-Forwarded-For: 203.0.113.5\r\n", 1);

@@ -60,8 +60,7 @@ impl QuicEndpoint {
         if busy {
             // Busy: the client proves its address with a Retry round trip before it gets a
             // slot or a place in line, so Initials that are never followed up (spoofed, or
-            // from a host that does no crypto) cost one stateless packet each (and count
-            // against no address, which a spoofer could otherwise use up).
+            // from a host that does no crypto) cost one stateless packet each.
             buf.clear();
             match self.inner.retry(incoming, buf) {
                 Ok(transmit) => {
@@ -73,7 +72,9 @@ impl QuicEndpoint {
             return;
         }
         // The per-address limits TCP has: connections, those not yet logged in (a
-        // handshake counts), new ones per second, the flapping ban.
+        // handshake counts), new ones per second, the flapping ban. An address not yet
+        // validated is only checked (a spoofer must not use up someone else's limits);
+        // such a connection counts from when the worker takes it.
         let Ok(peer) = self.admit_address(&incoming, now) else {
             self.send_refusal(incoming, buf);
             return;
@@ -307,9 +308,15 @@ type Timer = Pin<Box<dyn Future<Output = ()>>>;
 pub(crate) trait Acceptor {
     /// Whether the worker takes no more connections.
     fn is_full(&self) -> bool;
-    /// A connection whose stream is open: the worker takes it, with its address's count in
-    /// the admission table (`peer`, 0: none), or gives it back when full.
-    fn admit(&self, io: super::super::QuicIo, peer: AddrKey) -> Result<(), super::super::QuicIo>;
+    /// A connection whose stream is open, from `remote`: the worker takes it, with its
+    /// address's count in the admission table (`peer`; 0: not counted yet, which the worker
+    /// then does), or gives it back with the reason it is refused.
+    fn admit(
+        &self,
+        io: super::super::QuicIo,
+        peer: AddrKey,
+        remote: Option<IpAddr>,
+    ) -> Result<(), (super::super::QuicIo, ReasonCode)>;
 }
 
 pub(crate) async fn run(ep: Shared, worker: impl Acceptor) {
@@ -379,11 +386,14 @@ pub(crate) async fn run(ep: Shared, worker: impl Acceptor) {
 /// Hands connections whose stream is open to the worker.
 fn admit(ep: &Shared, worker: &impl Acceptor, ready: Vec<QuicKey>) {
     for key in ready {
-        let peer = ep.borrow_mut().peer_of(key);
-        if let Err(refused) = worker.admit(super::super::QuicIo { ep: ep.clone(), key }, peer) {
+        let (peer, remote) = {
+            let mut e = ep.borrow_mut();
+            (e.peer_of(key), e.remote_of(key))
+        };
+        if let Err((refused, reason)) = worker.admit(super::super::QuicIo { ep: ep.clone(), key }, peer, remote) {
             let mut e = ep.borrow_mut();
             e.refused_by_worker(refused.key);
-            e.close(refused.key, ReasonCode::SERVER_OVERLOADED, &[]);
+            e.close(refused.key, reason, &[]);
         }
     }
 }

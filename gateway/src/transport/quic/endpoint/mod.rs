@@ -266,16 +266,28 @@ impl QuicEndpoint {
         self.buf = buf;
     }
 
-    /// Counts a new connection from `incoming`'s address; `Err` when a per-address limit
-    /// refuses it (counted by reason). 0: no gate.
+    /// Counts a new connection from `incoming`'s address when that address is validated (a
+    /// Retry's token), and only checks it otherwise; `Err` when a per-address limit refuses
+    /// it (counted by reason). The key it returns is what the connection counts under from
+    /// now on: 0 for none yet (no gate, or not validated: the worker counts it on taking it).
     fn admit_address(&self, incoming: &quinn_proto::Incoming, now: Instant) -> Result<AddrKey, ()> {
         let Some(gate) = &self.gate else { return Ok(0) };
         let key = gate.admission.key(incoming.remote_address().ip());
-        gate.admission.admit(key, now).map(|()| key).map_err(|refusal| {
+        let counted = if incoming.remote_address_validated() {
+            gate.admission.admit(key, now).map(|()| key)
+        } else {
+            gate.admission.would_refuse(key, now).map_or(Ok(0), Err)
+        };
+        counted.map_err(|refusal| {
             if let Some(i) = crate::admission::Refusal::ALL.iter().position(|r| *r == refusal) {
                 gate.refused[i].increment(1);
             }
         })
+    }
+
+    /// The client address of connection `key`.
+    pub(crate) fn remote_of(&mut self, key: QuicKey) -> Option<IpAddr> {
+        self.slot_of(key).map(|s| s.conn.remote_address().ip())
     }
 
     /// A connection counted by [`Self::admit_address`] ended before the worker took it.

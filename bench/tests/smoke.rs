@@ -236,7 +236,11 @@ fn push_via_the_api_across_nodes_and_batched() {
         assert!(acked > 50, "{spawn}: {v}");
         assert_eq!(v["api_offline"], 0, "{spawn}: every receiver was online: {v}");
         assert_eq!(v["deliveries"], v["deliveries_expected"], "{spawn}: every push delivered: {v}");
-        assert!(v["cpu_us_per_push"]["redis"].as_f64().unwrap() > 0.0, "{spawn}: {v}");
+        // Across nodes every push goes through Redis; on one node a 1 s run may cost Redis
+        // less than one clock tick of CPU (it measured 0 once in CI).
+        if spawn != "same" {
+            assert!(v["cpu_us_per_push"]["redis"].as_f64().unwrap() > 0.0, "{spawn}: {v}");
+        }
         no_errors(&v);
     }
 }

@@ -356,18 +356,7 @@ fn proxy_protocol(driver: IoDriver) {
     assert!(via("127.0.0.61", b"", "g").is_err(), "no header from the proxy");
 
     // TLS: the header first, then the handshake.
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile_certs(&cert) {
-        roots.add(c).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls_config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tls_config.alpn_protocols = vec![ringgate::transport::tls::ALPN.to_vec()];
-    let tls_config = Arc::new(tls_config);
+    let tls_config = tls_client(&cert);
     type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
     let tls_login = |header: &[u8], user: &str| -> Option<Tls> {
         let mut tcp = connect_from("127.0.0.61", gw.tls_addr().unwrap());
@@ -411,6 +400,22 @@ fn proxy_protocol(driver: IoDriver) {
     assert!(grew(&["result=\"client\""]) >= 7.0, "{after}");
     assert!(grew(&["result=\"local\""]) >= 2.0);
     assert!(grew(&["result=\"malformed\""]) >= 1.0);
+}
+
+/// A rustls client trusting the node's self-signed `cert`, offering ringgate's ALPN.
+fn tls_client(cert: &[u8]) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile_certs(cert) {
+        roots.add(c).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![ringgate::transport::tls::ALPN.to_vec()];
+    Arc::new(config)
 }
 
 /// The PEM certificates in `pem`.
@@ -585,18 +590,7 @@ fn the_memory_limit_stops_new_connections_and_recovers() {
     );
     assert!(login_from("127.0.0.101", tcp, "before", Some(String::new())).is_ok());
 
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile_certs(&cert) {
-        roots.add(c).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![ringgate::transport::tls::ALPN.to_vec()];
-    let config = Arc::new(config);
+    let config = tls_client(&cert);
     let mut held = Vec::new();
     let mut high = false;
     for i in 0..6000 {

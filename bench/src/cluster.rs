@@ -29,9 +29,13 @@ pub struct ClusterArgs {
     pub gateway: PathBuf,
     #[arg(long, default_value_t = 100_000)]
     pub connections: usize,
-    /// Gateway nodes (each holds connections / nodes; at most ~19,000 each here).
-    #[arg(long, default_value_t = 6)]
-    pub nodes: usize,
+    /// Gateway nodes (each holds connections / nodes). Default: as many as the open-files
+    /// limit per process needs (one per 18,000 connections).
+    #[arg(long)]
+    pub nodes: Option<usize>,
+    /// Spread connections over this many 127.1.x.y source addresses.
+    #[arg(long, default_value_t = 128)]
+    pub sources: usize,
     #[arg(long, default_value_t = 2)]
     pub backends: usize,
     /// Worker threads per node.
@@ -58,6 +62,98 @@ pub struct ClusterArgs {
     pub json: bool,
 }
 
+/// Connections one gateway node is given at most by default: the 20,000 open files a
+/// process may hold here, less what a node needs for itself and a margin.
+pub const CONNECTIONS_PER_NODE: usize = 18_000;
+
+/// Per-connection costs the scale guard counts, in bytes, from the measured figures in
+/// bench/README.md ("cluster") with a margin: gateway user memory, kernel memory for both
+/// ends of a loopback connection, the load generator's memory, Redis's record.
+const GATEWAY_BYTES: u64 = 1_100;
+const KERNEL_BYTES_BOTH_ENDS: u64 = 10_000;
+const LOAD_BYTES: u64 = 1_500;
+const REDIS_BYTES: u64 = 400;
+/// Fixed memory per process started (gateway nodes, load processes), and for the rest.
+const PER_PROCESS_BYTES: u64 = 24 << 20;
+const BASE_BYTES: u64 = 512 << 20;
+
+impl ClusterArgs {
+    pub fn node_count(&self) -> usize {
+        self.nodes.unwrap_or_else(|| self.connections.div_ceil(CONNECTIONS_PER_NODE)).max(1)
+    }
+}
+
+/// What a run needs and what this machine has: the guard's inputs, read from /proc.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Machine {
+    /// MemAvailable, bytes.
+    pub available_bytes: u64,
+    /// Open files a process may hold (RLIMIT_NOFILE).
+    pub files_per_process: u64,
+    /// Ephemeral ports (net.ipv4.ip_local_port_range).
+    pub ephemeral_ports: u64,
+}
+
+impl Machine {
+    pub fn read() -> std::io::Result<Machine> {
+        let available_bytes = procinfo::mem_available_kib()? * 1024;
+        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit writes the struct we pass.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")?;
+        let ports: Vec<u64> = range.split_whitespace().filter_map(|v| v.parse().ok()).collect();
+        let ephemeral_ports = match ports.as_slice() {
+            [lo, hi] => hi.saturating_sub(*lo) + 1,
+            _ => return Err(std::io::Error::other(format!("ip_local_port_range: {range:?}"))),
+        };
+        Ok(Machine { available_bytes, files_per_process: limit.rlim_cur, ephemeral_ports })
+    }
+}
+
+/// Refuses a run this machine cannot hold, naming each figure it needs and has: memory for
+/// every connection's costs and every process, open files per node, and ephemeral ports
+/// (each source address has a full range towards each node: ports are picked per 4-tuple).
+pub fn check_capacity(args: &ClusterArgs, m: &Machine) -> Result<(), String> {
+    let n = args.connections as u64;
+    let nodes = args.node_count() as u64;
+    let loads = n.div_ceil(fleet::MAX_FDS_PER_PROCESS as u64).max(1);
+    let per_conn = GATEWAY_BYTES + KERNEL_BYTES_BOTH_ENDS + LOAD_BYTES + REDIS_BYTES;
+    let need = n * per_conn + (nodes + loads + args.backends as u64) * PER_PROCESS_BYTES + BASE_BYTES;
+    let mut problems = Vec::new();
+    if need > m.available_bytes {
+        problems.push(format!(
+            "memory: {} connections need about {:.1} GiB ({per_conn} B each over gateway, kernel, load generator \
+             and Redis, plus {} processes), and {:.1} GiB is available",
+            n,
+            need as f64 / f64::from(1 << 30),
+            nodes + loads + args.backends as u64,
+            m.available_bytes as f64 / f64::from(1 << 30),
+        ));
+    }
+    let per_node = n.div_ceil(nodes);
+    // A node needs a few hundred files of its own (listeners, links, Redis, rings).
+    let node_files = m.files_per_process.saturating_sub(500);
+    if per_node > node_files {
+        problems.push(format!(
+            "open files: {per_node} connections per node over {nodes} nodes, and a process may hold {} files \
+             (use --nodes {} or more)",
+            m.files_per_process,
+            n.div_ceil(node_files.max(1)),
+        ));
+    }
+    let ports = args.sources.max(1) as u64 * nodes * m.ephemeral_ports;
+    if n > ports {
+        problems.push(format!(
+            "ephemeral ports: {n} connections, and {} sources x {nodes} nodes x {} ports give {ports}",
+            args.sources.max(1),
+            m.ephemeral_ports
+        ));
+    }
+    if problems.is_empty() { Ok(()) } else { Err(format!("this machine cannot hold the run: {}", problems.join("; "))) }
+}
+
 fn node_config(i: usize, redis: &str, backends: &[std::net::SocketAddr], args: &ClusterArgs) -> String {
     let list: Vec<String> = backends.iter().map(|b| format!("\"{b}\"")).collect();
     format!(
@@ -77,13 +173,15 @@ fn rss(pids: &[u32]) -> u64 {
 
 /// Runs the cluster; returns every figure as JSON.
 pub fn run(args: &ClusterArgs) -> std::io::Result<Value> {
+    check_capacity(args, &Machine::read()?).map_err(std::io::Error::other)?;
     let started = Instant::now();
+    let node_count = args.node_count();
     let (redis, url) = crate::registry::start_redis()?;
     let backends: Vec<BackendChild> = (0..args.backends)
         .map(|_| BackendChild::spawn_with(&args.gateway, &["--redis", &url]))
         .collect::<Result<_, _>>()?;
     let backend_addrs: Vec<_> = backends.iter().map(|b| b.addr).collect();
-    let nodes: Vec<GatewayChild> = (0..args.nodes)
+    let nodes: Vec<GatewayChild> = (0..node_count)
         .map(|i| {
             GatewayChild::start(&args.gateway, &format!("cluster-{i}"), &node_config(i, &url, &backend_addrs, args))
         })
@@ -106,7 +204,7 @@ pub fn run(args: &ClusterArgs) -> std::io::Result<Value> {
         count: args.connections,
         threads: args.threads,
         rate: args.rate,
-        sources: 128,
+        sources: args.sources,
         identity: Identity::Token { kid: KID.into(), secret: SECRET.into() },
         workload: Workload::Idle { until_ms: until, send_every_ms: args.send_every * 1000 },
     };
@@ -120,10 +218,12 @@ pub fn run(args: &ClusterArgs) -> std::io::Result<Value> {
     let ramped_after = started.elapsed();
     let up = fleet::live().open;
     let hold_start = Instant::now();
+    let load_from = (Instant::now(), fleet::live());
     while hold_start.elapsed() < Duration::from_secs(args.hold / 2) && !control::stopping() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let held = fleet::live().open;
+    let load_cost = crate::scenarios::load_cost(load_from, (Instant::now(), fleet::live()));
     let gw_rss = rss(&pids);
     let slab = procinfo::slab_kib().unwrap_or(0);
     let redis_rss = rss(&[redis.pid()]);
@@ -140,7 +240,7 @@ pub fn run(args: &ClusterArgs) -> std::io::Result<Value> {
     let out = json!({
         "subcommand": "cluster",
         "connections": args.connections,
-        "nodes": args.nodes,
+        "nodes": node_count,
         "workers_per_node": args.workers,
         "backends": args.backends,
         "all_up": held >= args.connections as u64,
@@ -153,8 +253,10 @@ pub fn run(args: &ClusterArgs) -> std::io::Result<Value> {
         "gateway_user_bytes_per_conn": per(gw_rss.saturating_sub(base_rss)),
         "slab_bytes_per_conn_both_ends": per(slab.saturating_sub(base_slab)),
         "redis_rss_kib": {"before": base_redis, "held": redis_rss},
+        "redis_bytes_per_conn": per(redis_rss.saturating_sub(base_redis)),
         "registry_keys": registry_keys,
         "backends_rss_kib": backend_rss,
+        "load": load_cost,
         "trickle_sends_acked": stats.acked_ok,
         "trickle_rtt_us": pct(&stats.percentiles()),
         "errors": stats.errors,
@@ -173,4 +275,55 @@ fn pct(p: &Percentiles) -> Value {
 fn registry_size(url: &str) -> Option<u64> {
     let mut conn = redis::Client::open(url).ok()?.get_connection().ok()?;
     redis::cmd("DBSIZE").query(&mut conn).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ClusterArgs,
+    }
+
+    fn args(extra: &[&str]) -> ClusterArgs {
+        Cli::parse_from(std::iter::once("cluster").chain(extra.iter().copied())).args
+    }
+
+    const HERE: Machine = Machine { available_bytes: 24 << 30, files_per_process: 20_000, ephemeral_ports: 28_232 };
+
+    #[test]
+    fn a_million_fits_this_machine_over_enough_nodes() {
+        let a = args(&["--connections", "1000000"]);
+        assert_eq!(a.node_count(), 56);
+        assert_eq!(check_capacity(&a, &HERE), Ok(()));
+        assert_eq!(args(&[]).node_count(), 6, "100,000 by default over 6 nodes");
+    }
+
+    #[test]
+    fn the_guard_names_what_is_short_and_by_how_much() {
+        let e = check_capacity(&args(&["--connections", "3000000"]), &HERE).unwrap_err();
+        assert!(e.contains("memory: 3000000 connections need about 44.7 GiB") && e.contains("24.0 GiB"), "{e}");
+        assert!(!e.contains("open files"), "{e}");
+        let e = check_capacity(&args(&["--connections", "100000", "--nodes", "2"]), &HERE).unwrap_err();
+        assert!(e.contains("50000 connections per node") && e.contains("--nodes 6 or more"), "{e}");
+        assert!(!e.contains("memory"), "{e}");
+        let e = check_capacity(
+            &args(&["--connections", "40000", "--nodes", "3", "--sources", "0"]),
+            &Machine { ephemeral_ports: 10_000, ..HERE },
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("ephemeral ports: 40000 connections, and 1 sources x 3 nodes x 10000 ports give 30000"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn this_machine_can_be_read() {
+        let m = Machine::read().unwrap();
+        assert!(m.available_bytes > 0 && m.files_per_process > 0 && m.ephemeral_ports > 0, "{m:?}");
+    }
 }

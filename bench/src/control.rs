@@ -36,6 +36,23 @@ pub struct Snapshot {
     pub errors: u64,
     pub acked: u64,
     pub pushes: u64,
+    /// The load process's resident memory now, and when its load started (KiB), and the
+    /// CPU time it has used (ms): what the load generator itself costs.
+    #[serde(default)]
+    pub rss_kib: u64,
+    #[serde(default)]
+    pub base_rss_kib: u64,
+    #[serde(default)]
+    pub cpu_ms: u64,
+}
+
+/// This process's RSS when its load started (KiB; 0 = not started).
+static BASE_RSS_KIB: AtomicU64 = AtomicU64::new(0);
+
+/// Notes this process's RSS as the base its load's memory is measured from.
+pub fn mark_load_start() {
+    let rss = crate::procinfo::rss_kib(std::process::id()).unwrap_or(0);
+    BASE_RSS_KIB.store(rss, Ordering::Relaxed);
 }
 
 impl Snapshot {
@@ -49,7 +66,15 @@ impl Snapshot {
             errors: get(&p.errors),
             acked: get(&p.acked),
             pushes: get(&p.pushes),
+            rss_kib: crate::procinfo::rss_kib(std::process::id()).unwrap_or(0),
+            base_rss_kib: get(&BASE_RSS_KIB),
+            cpu_ms: crate::procinfo::cpu_ms(std::process::id()).unwrap_or(0),
         }
+    }
+
+    /// The load processes' user memory per open connection, in bytes.
+    pub fn load_bytes_per_conn(&self) -> f64 {
+        self.rss_kib.saturating_sub(self.base_rss_kib) as f64 * 1024.0 / self.open.max(1) as f64
     }
 
     pub fn add(&mut self, o: &Snapshot) {
@@ -59,6 +84,9 @@ impl Snapshot {
         self.errors += o.errors;
         self.acked += o.acked;
         self.pushes += o.pushes;
+        self.rss_kib += o.rss_kib;
+        self.base_rss_kib += o.base_rss_kib;
+        self.cpu_ms += o.cpu_ms;
     }
 }
 

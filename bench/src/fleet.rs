@@ -28,8 +28,17 @@ pub const MAX_QUIC_PER_PROCESS: usize = 25_000;
 
 /// The latest progress of the running load (this process's or its agents'), for callers
 /// that wait for connections to be up before measuring.
-static LIVE: Mutex<Snapshot> =
-    Mutex::new(Snapshot { connected: 0, authenticated: 0, open: 0, errors: 0, acked: 0, pushes: 0 });
+static LIVE: Mutex<Snapshot> = Mutex::new(Snapshot {
+    connected: 0,
+    authenticated: 0,
+    open: 0,
+    errors: 0,
+    acked: 0,
+    pushes: 0,
+    rss_kib: 0,
+    base_rss_kib: 0,
+    cpu_ms: 0,
+});
 
 pub fn live() -> Snapshot {
     LIVE.lock().map(|s| *s).unwrap_or_default()
@@ -80,6 +89,7 @@ pub fn run(spec: &LoadSpec, processes: Option<usize>, progress: bool) -> RunStat
                     errors: now.errors - base.errors,
                     acked: now.acked - base.acked,
                     pushes: now.pushes - base.pushes,
+                    ..now
                 }
             }),
         );

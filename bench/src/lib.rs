@@ -10,6 +10,7 @@ pub mod control;
 pub mod echo_server;
 pub mod fleet;
 pub mod gateway;
+pub mod held;
 pub mod procinfo;
 pub mod registry;
 pub mod ring;

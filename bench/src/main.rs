@@ -222,6 +222,18 @@ fn report(value: &Value, json: bool) {
         let v = get(k);
         format!("p50 {} p90 {} p99 {} p99.9 {} max {}", v["p50"], v["p90"], v["p99"], v["p999"], v["max"])
     };
+    let load = || {
+        let l = get("load");
+        if l.is_object() {
+            println!(
+                "load generator: {:.0} user bytes per connection (rss {} KiB held, {} at start); {:.3} us CPU per held connection per second",
+                l["user_bytes_per_conn"].as_f64().unwrap_or(0.0),
+                l["rss_kib"]["held"],
+                l["rss_kib"]["base"],
+                l["cpu_us_per_conn_per_s"].as_f64().unwrap_or(0.0)
+            );
+        }
+    };
     match value["subcommand"].as_str().unwrap_or_default() {
         "idle" => {
             println!(
@@ -242,6 +254,7 @@ fn report(value: &Value, json: bool) {
                     get("slab_bytes_per_conn_both_ends").as_f64().unwrap_or(0.0)
                 );
             }
+            load();
         }
         "echo" => println!(
             "{} {} connections x {} in flight x {} B: acked {} ({:.0}/s); round trip us {}; errors {}",
@@ -304,6 +317,7 @@ fn report(value: &Value, json: bool) {
                 p("trickle_rtt_us"),
                 get("seconds_total").as_f64().unwrap_or(0.0)
             );
+            load();
         }
         _ => println!("{value}"),
     }

@@ -18,6 +18,11 @@ pub fn slab_kib() -> io::Result<u64> {
     status_field("/proc/meminfo", "Slab:")
 }
 
+/// Memory the kernel estimates is available for new work (MemAvailable), in KiB.
+pub fn mem_available_kib() -> io::Result<u64> {
+    status_field("/proc/meminfo", "MemAvailable:")
+}
+
 /// Open file descriptors of `pid`.
 pub fn open_fds(pid: u32) -> io::Result<usize> {
     Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())

@@ -79,10 +79,14 @@ pub fn client_config_for(identity: &Identity, user: String, jitter_seed: u64) ->
 pub fn run(spec: &LoadSpec) -> RunStats {
     let threads = spec.threads.max(1);
     let per_thread_rate = spec.rate.div_ceil(threads as u64);
+    crate::control::mark_load_start();
     let handles: Vec<_> = (0..threads)
         .map(|t| {
             let spec = spec.clone();
             std::thread::spawn(move || {
+                if crate::held::handles(&spec) {
+                    return crate::held::run_thread(&spec, t, threads, per_thread_rate);
+                }
                 let runtime = match compio::runtime::Runtime::new() {
                     Ok(r) => r,
                     Err(e) => {

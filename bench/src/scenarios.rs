@@ -122,6 +122,22 @@ fn read_memory(pids: &[u32]) -> Memory {
     }
 }
 
+/// What the load processes themselves cost between two readings of [`fleet::live`] taken
+/// while every connection was held: user memory per connection (at the first) and CPU per
+/// held connection per second between them.
+pub fn load_cost((t0, from): (Instant, control::Snapshot), (t1, to): (Instant, control::Snapshot)) -> Value {
+    let secs = t1.saturating_duration_since(t0).as_secs_f64();
+    let cpu_ms = to.cpu_ms.saturating_sub(from.cpu_ms);
+    let conn_seconds = from.open.min(to.open) as f64 * secs;
+    json!({
+        "rss_kib": {"base": from.base_rss_kib, "held": from.rss_kib},
+        "user_bytes_per_conn": from.load_bytes_per_conn(),
+        "cpu_ms": cpu_ms,
+        "window_s": secs,
+        "cpu_us_per_conn_per_s": if conn_seconds > 0.0 { cpu_ms as f64 * 1000.0 / conn_seconds } else { 0.0 },
+    })
+}
+
 /// `idle`: open N connections at the given rate, hold them with heartbeats, report the
 /// connect rate, failures, and per-connection memory of the gateway processes `pids`.
 pub fn idle(args: &LoadArgs, hold: Duration, pids: &[u32]) -> Value {
@@ -140,17 +156,25 @@ pub fn idle(args: &LoadArgs, hold: Duration, pids: &[u32]) -> Value {
             }
             let open = fleet::live().open;
             std::thread::sleep(Duration::from_secs(1).min(deadline.saturating_duration_since(Instant::now())));
-            (open, read_memory(&pids))
+            let memory = read_memory(&pids);
+            // The load processes' own cost: memory now, CPU over the rest of the hold.
+            let from = (Instant::now(), fleet::live());
+            while Instant::now() < deadline && !control::stopping() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let load = load_cost(from, (Instant::now(), fleet::live()));
+            (open, memory, load)
         })
     };
     let stats = fleet::run(&spec, args.processes, !args.quiet);
-    let (open, during) = measure.join().unwrap_or_default();
+    let (open, during, load) = measure.join().unwrap_or_default();
     let mut out = json!({
         "subcommand": "idle",
         "transport": args.transport.name(),
         "connections": args.connections,
         "held_at_measurement": open,
         "seconds": started.elapsed().as_secs_f64(),
+        "load": load,
     });
     merge(&mut out, common_json(&stats));
     if !pids.is_empty() && open > 0 {

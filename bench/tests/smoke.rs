@@ -110,6 +110,10 @@ fn idle_over_each_transport_reports_logins_and_memory() {
         assert!(v["connect_rate_per_s"].as_f64().unwrap() > 0.0);
         assert!(v["user_bytes_per_conn"].is_number(), "{v}");
         assert!(v["login_us"]["p99"].as_u64().unwrap() > 0);
+        // The load generator reports its own cost (this process: one load process).
+        assert!(v["load"]["rss_kib"]["held"].as_u64().unwrap() > 0, "{v}");
+        assert!(v["load"]["rss_kib"]["base"].as_u64().unwrap() > 0, "{v}");
+        assert!(v["load"]["cpu_us_per_conn_per_s"].is_number(), "{v}");
         no_errors(&v);
     }
 }
@@ -134,6 +138,8 @@ fn idle_spread_over_processes_aggregates_their_results() {
     );
     assert_eq!(v["connected"], 90, "{v}");
     assert_eq!(v["authenticated"], 90, "{v}");
+    // Three agents' memory is summed: each is a few MiB.
+    assert!(v["load"]["rss_kib"]["base"].as_u64().unwrap() > 3 * 1024, "{v}");
     no_errors(&v);
 }
 
@@ -488,6 +494,20 @@ fn cluster_starts_everything_and_cleans_up() {
     std::thread::sleep(Duration::from_millis(300));
     let ps = Command::new("pgrep").args(["-f", "ringgate-bench-.*cluster-"]).output().unwrap();
     assert!(ps.stdout.is_empty(), "gateway nodes left behind: {}", String::from_utf8_lossy(&ps.stdout));
+}
+
+#[test]
+fn cluster_refuses_a_run_the_machine_cannot_hold_before_starting_anything() {
+    let out = Command::new(BENCH)
+        .args(["cluster", "--gateway", ringgate_bin().to_str().unwrap(), "--connections", "50000000", "--quiet"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot hold the run: memory: 50000000 connections need about"), "{err}");
+    assert!(err.contains("GiB is available"), "{err}");
+    let ps = Command::new("pgrep").args(["-f", "ringgate-bench-.*cluster-"]).output().unwrap();
+    assert!(ps.stdout.is_empty(), "nothing was started: {}", String::from_utf8_lossy(&ps.stdout));
 }
 
 #[test]

@@ -175,6 +175,7 @@ fn rss(pids: &[u32]) -> u64 {
 pub fn run(args: &ClusterArgs) -> std::io::Result<Value> {
     check_capacity(args, &Machine::read()?).map_err(std::io::Error::other)?;
     let started = Instant::now();
+    let unix_ms_at_start = unix_ms();
     let node_count = args.node_count();
     let (redis, url) = crate::registry::start_redis()?;
     let backends: Vec<BackendChild> = (0..args.backends)
@@ -196,6 +197,9 @@ pub fn run(args: &ClusterArgs) -> std::io::Result<Value> {
     // processes slow the ramp (~2,000/s measured), so allow three times the nominal ramp.
     let ramp = Duration::from_secs(3 * (args.connections as u64 / args.rate.max(1)) + 30);
     let until = unix_ms() + (ramp + Duration::from_secs(args.hold)).as_millis() as u64;
+    // Round trips count from the ramp's end at the asked rate plus 5 s (a slower ramp
+    // shows in `ramp_seconds`); those before are reported apart.
+    let measure_from_ms = unix_ms() + (args.connections as u64 * 1000).checked_div(args.rate).unwrap_or(0) + 5_000;
     let spec = LoadSpec {
         addrs: nodes.iter().map(|n| n.addr).collect(),
         transport: TransportKind::Tcp,
@@ -206,7 +210,7 @@ pub fn run(args: &ClusterArgs) -> std::io::Result<Value> {
         rate: args.rate,
         sources: args.sources,
         identity: Identity::Token { kid: KID.into(), secret: SECRET.into() },
-        workload: Workload::Idle { until_ms: until, send_every_ms: args.send_every * 1000 },
+        workload: Workload::Idle { until_ms: until, send_every_ms: args.send_every * 1000, measure_from_ms },
     };
     let progress = !args.quiet;
     let load = std::thread::spawn(move || fleet::run(&spec, None, progress));
@@ -258,7 +262,9 @@ pub fn run(args: &ClusterArgs) -> std::io::Result<Value> {
         "backends_rss_kib": backend_rss,
         "load": load_cost,
         "trickle_sends_acked": stats.acked_ok,
+        "trickle_measured_after_s": (measure_from_ms.saturating_sub(unix_ms_at_start)) as f64 / 1000.0,
         "trickle_rtt_us": pct(&stats.percentiles()),
+        "trickle_rtt_during_ramp_us": pct(&Percentiles::of(&stats.rtt_early_us)),
         "errors": stats.errors,
         "seconds_total": started.elapsed().as_secs_f64(),
     });

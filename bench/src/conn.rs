@@ -34,8 +34,14 @@ pub enum PushMode {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Workload {
     /// Stay connected until `until_ms`, sending heartbeats, and (when `send_every_ms` > 0)
-    /// a 32-byte Send every so often, whose round trips are recorded.
-    Idle { until_ms: u64, send_every_ms: u64 },
+    /// a 32-byte Send every so often, whose round trips are recorded (those acked before
+    /// `measure_from_ms` apart, as early).
+    Idle {
+        until_ms: u64,
+        send_every_ms: u64,
+        #[serde(default)]
+        measure_from_ms: u64,
+    },
     /// Keep `in_flight` Sends of `payload` bytes outstanding until `until_ms`; only round
     /// trips completing after `measure_from_ms` are recorded.
     Echo { in_flight: usize, payload: usize, measure_from_ms: u64, until_ms: u64 },
@@ -304,8 +310,9 @@ pub async fn run(
     };
     control::inc(&PROGRESS.open);
     let result = match workload {
-        Workload::Idle { until_ms, send_every_ms } => {
-            idle(&mut conn, instant_at(until_ms), send_every_ms, index, &stats).await
+        Workload::Idle { until_ms, send_every_ms, measure_from_ms } => {
+            let window = (instant_at(measure_from_ms), instant_at(until_ms));
+            idle(&mut conn, window, send_every_ms, index, &stats).await
         }
         Workload::Echo { in_flight, payload, measure_from_ms, until_ms } => {
             echo(&mut conn, in_flight, payload, (instant_at(measure_from_ms), instant_at(until_ms)), &stats).await
@@ -325,7 +332,7 @@ pub async fn run(
 /// `send_every_ms`, also a Send that often, the first at a point spread by `index`.
 async fn idle(
     conn: &mut Conn,
-    until: Instant,
+    (measure_from, until): (Instant, Instant),
     send_every_ms: u64,
     index: usize,
     stats: &Rc<RefCell<RunStats>>,
@@ -361,7 +368,11 @@ async fn idle(
                     let mut s = stats.borrow_mut();
                     if code.is_ok() {
                         s.acked_ok += 1;
-                        s.record_rtt(rtt);
+                        if now >= measure_from {
+                            s.record_rtt(rtt);
+                        } else {
+                            s.record_early_rtt(rtt);
+                        }
                         control::inc(&PROGRESS.acked);
                     } else {
                         s.error(format!("ack: {code}"));

@@ -278,7 +278,7 @@ mod tests {
             rate: 1000,
             sources: 64,
             identity: Identity::NoAuth,
-            workload: Workload::Idle { until_ms: 0, send_every_ms: 0 },
+            workload: Workload::Idle { until_ms: 0, send_every_ms: 0, measure_from_ms: 0 },
         }
     }
 

@@ -153,13 +153,17 @@ struct Thread<'a> {
     scratch: BytesMut,
     stats: RunStats,
     until: Instant,
+    /// Round trips before this are recorded apart (early).
+    measure_from: Instant,
     send_every: Duration,
     fired: Vec<(usize, u64)>,
 }
 
 /// Runs this thread's part of `spec` (see [`handles`]) to its end.
 pub fn run_thread(spec: &LoadSpec, t: usize, threads: usize, rate: u64) -> RunStats {
-    let Workload::Idle { until_ms, send_every_ms } = spec.workload else { return RunStats::default() };
+    let Workload::Idle { until_ms, send_every_ms, measure_from_ms } = spec.workload else {
+        return RunStats::default();
+    };
     let poll = match Poll::new() {
         Ok(p) => p,
         Err(e) => {
@@ -179,6 +183,7 @@ pub fn run_thread(spec: &LoadSpec, t: usize, threads: usize, rate: u64) -> RunSt
         scratch: BytesMut::new(),
         stats: RunStats::default(),
         until: conn::instant_at(until_ms),
+        measure_from: conn::instant_at(measure_from_ms),
         send_every: Duration::from_millis(send_every_ms),
         fired: Vec::new(),
     };
@@ -349,7 +354,11 @@ impl Thread<'_> {
                 ClientEvent::Ack { code, rtt, .. } => {
                     if code.is_ok() {
                         self.stats.acked_ok += 1;
-                        self.stats.record_rtt(rtt);
+                        if now >= self.measure_from {
+                            self.stats.record_rtt(rtt);
+                        } else {
+                            self.stats.record_early_rtt(rtt);
+                        }
                         control::inc(&PROGRESS.acked);
                     } else {
                         self.stats.error(format!("ack: {code}"));
@@ -384,6 +393,9 @@ impl Thread<'_> {
             self.fail(what);
             return;
         }
+        // Nothing queued or waiting: the session keeps no buffers (the Auth frame's output,
+        // the first event's queue, the first Send's table would otherwise stay for good).
+        held.session.release_idle_memory();
         let mut wake = held.session.poll_timeout().unwrap_or(self.until);
         if let Some(at) = held.next_send {
             wake = wake.min(at);

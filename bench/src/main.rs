@@ -312,9 +312,11 @@ fn report(value: &Value, json: bool) {
                 get("registry_keys")
             );
             println!(
-                "trickle: {} Sends acked, round trip us {}; {:.0} s in all",
+                "trickle: {} Sends acked, round trip us after {} s: {}; during the ramp: {}; {:.0} s in all",
                 get("trickle_sends_acked"),
+                get("trickle_measured_after_s"),
                 p("trickle_rtt_us"),
+                p("trickle_rtt_during_ramp_us"),
                 get("seconds_total").as_f64().unwrap_or(0.0)
             );
             load();

@@ -144,7 +144,7 @@ pub fn idle(args: &LoadArgs, hold: Duration, pids: &[u32]) -> Value {
     let before = read_memory(pids);
     let started = Instant::now();
     let until = unix_ms() + (args.ramp_allowance() + hold).as_millis() as u64;
-    let spec = args.spec(Workload::Idle { until_ms: until, send_every_ms: 0 });
+    let spec = args.spec(Workload::Idle { until_ms: until, send_every_ms: 0, measure_from_ms: 0 });
     let n = args.connections as u64;
     let measure = {
         let pids = pids.to_vec();

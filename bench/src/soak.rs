@@ -154,7 +154,7 @@ pub fn run(binary: &Path, args: &SoakArgs) -> std::io::Result<Value> {
         rate: 500,
         sources: 16,
         identity: identity(),
-        workload: Workload::Idle { until_ms: end_ms + 15_000, send_every_ms: 5_000 },
+        workload: Workload::Idle { until_ms: end_ms + 15_000, send_every_ms: 5_000, measure_from_ms: 0 },
     };
     let held = std::thread::spawn(move || crate::fleet::run(&held_spec, Some(1), false));
     let restarts: Restarts = Arc::default();

@@ -17,6 +17,9 @@ pub struct RunStats {
     pub errors: BTreeMap<String, u64>,
     /// Send -> Ack round trips, microseconds.
     pub rtt_us: Histogram<u64>,
+    /// Round trips of Sends acked before the workload's measurement began (a cluster's
+    /// ramp, while logins share the machine), kept apart from `rtt_us`.
+    pub rtt_early_us: Histogram<u64>,
     /// Push request (the backend-bound Send) -> client receipt, microseconds.
     pub push_us: Histogram<u64>,
     /// Connect start -> AuthOk, microseconds (handshakes included).
@@ -66,6 +69,8 @@ pub struct WireStats {
     pub pushes: u64,
     pub errors: BTreeMap<String, u64>,
     pub rtt_us: Vec<(u64, u64)>,
+    #[serde(default)]
+    pub rtt_early_us: Vec<(u64, u64)>,
     pub push_us: Vec<(u64, u64)>,
     pub login_us: Vec<(u64, u64)>,
     pub reconnected: u64,
@@ -83,6 +88,7 @@ impl From<&RunStats> for WireStats {
             pushes: s.pushes,
             errors: s.errors.clone(),
             rtt_us: pairs(&s.rtt_us),
+            rtt_early_us: pairs(&s.rtt_early_us),
             push_us: pairs(&s.push_us),
             login_us: pairs(&s.login_us),
             reconnected: s.reconnected,
@@ -102,6 +108,7 @@ impl From<&WireStats> for RunStats {
             pushes: w.pushes,
             errors: w.errors.clone(),
             rtt_us: from_pairs(&w.rtt_us),
+            rtt_early_us: from_pairs(&w.rtt_early_us),
             push_us: from_pairs(&w.push_us),
             login_us: from_pairs(&w.login_us),
             reconnected: w.reconnected,
@@ -121,6 +128,7 @@ impl Default for RunStats {
             pushes: 0,
             errors: BTreeMap::new(),
             rtt_us: histogram(),
+            rtt_early_us: histogram(),
             push_us: histogram(),
             login_us: histogram(),
             reconnected: 0,
@@ -138,6 +146,10 @@ impl RunStats {
 
     pub fn record_rtt(&mut self, rtt: Duration) {
         record(&mut self.rtt_us, micros(rtt));
+    }
+
+    pub fn record_early_rtt(&mut self, rtt: Duration) {
+        record(&mut self.rtt_early_us, micros(rtt));
     }
 
     pub fn record_push(&mut self, latency: Duration) {
@@ -180,6 +192,7 @@ impl RunStats {
             *self.errors.entry(k.clone()).or_default() += v;
         }
         let _ = self.rtt_us.add(&other.rtt_us);
+        let _ = self.rtt_early_us.add(&other.rtt_early_us);
         let _ = self.push_us.add(&other.push_us);
         let _ = self.login_us.add(&other.login_us);
         self.reconnected += other.reconnected;

@@ -110,7 +110,8 @@ pub enum SendError {
 ///    quiet for a heartbeat interval and closes when the server has gone silent.
 #[derive(Debug)]
 pub struct ClientSession {
-    config: ClientConfig,
+    /// The server is presumed dead after this many heartbeat intervals of silence.
+    idle_multiple: u32,
     state: ClientState,
     decoder: ClientDecoder,
     output: BytesMut,
@@ -130,19 +131,32 @@ pub struct ClientSession {
 impl ClientSession {
     /// A session whose transport connected at `now`; the Auth frame is queued.
     pub fn new(config: ClientConfig, now: Instant) -> Self {
+        // The credentials go into the Auth frame and are not kept: a client holding many
+        // sessions (the load generator holds hundreds of thousands) pays for them once.
+        let ClientConfig {
+            token,
+            user_id,
+            device_id,
+            platform,
+            resume_token,
+            auth_timeout,
+            idle_multiple,
+            max_frame_len,
+            jitter_seed,
+        } = config;
         let auth = ClientFrame::Auth(Auth {
             protocol_version: PROTOCOL_VERSION,
-            token: config.token.clone(),
-            user_id: config.user_id.clone(),
-            device_id: config.device_id.clone(),
-            platform: config.platform,
-            resume_token: config.resume_token.clone(),
+            token,
+            user_id,
+            device_id,
+            platform,
+            resume_token,
         });
         let mut session = ClientSession {
-            decoder: ClientDecoder::new(config.max_frame_len),
-            jitter: Jitter::new(config.jitter_seed),
-            auth_deadline: now + config.auth_timeout,
-            config,
+            decoder: ClientDecoder::new(max_frame_len),
+            jitter: Jitter::new(jitter_seed),
+            auth_deadline: now + auth_timeout,
+            idle_multiple,
             state: ClientState::Authenticating,
             output: BytesMut::new(),
             events: VecDeque::new(),
@@ -171,6 +185,21 @@ impl ClientSession {
     /// Bytes queued for the server. Take them with `split()`.
     pub fn output(&mut self) -> &mut BytesMut {
         &mut self.output
+    }
+
+    /// Frees what a quiet session holds: the output buffer once written out, the event
+    /// queue once drained, the in-flight table once every Send is acked. A client holding
+    /// many connections calls it when one goes quiet; the next frame allocates again.
+    pub fn release_idle_memory(&mut self) {
+        if self.output.is_empty() && self.output.capacity() > 0 {
+            self.output = BytesMut::new();
+        }
+        if self.events.is_empty() && self.events.capacity() > 0 {
+            self.events = VecDeque::new();
+        }
+        if self.in_flight.is_empty() && self.in_flight.capacity() > 0 {
+            self.in_flight = HashMap::new();
+        }
     }
 
     /// The next event, if any.
@@ -298,7 +327,7 @@ impl ClientSession {
     }
 
     fn server_deadline(&self) -> Instant {
-        self.last_rx + self.heartbeat.saturating_mul(self.config.idle_multiple.max(1))
+        self.last_rx + self.heartbeat.saturating_mul(self.idle_multiple.max(1))
     }
 
     fn close_with(&mut self, reason: ReasonCode, by_peer: bool) {
@@ -413,6 +442,30 @@ mod tests {
             matches!(events[1], ClientEvent::Ack { seq: 1, code: ReasonCode::OK, rtt } if rtt == Duration::from_millis(5))
         );
         assert_eq!(p.client.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_quiet_session_releases_its_buffers_and_keeps_working() {
+        let mut p = authenticated_pair();
+        let seq = p.client.send(None, b"hello", p.now).unwrap();
+        p.drive();
+        p.server.ack(seq, ReasonCode::OK);
+        p.drive();
+        assert_eq!(p.events().len(), 1);
+        // Written out, drained and acked: the buffers are still allocated...
+        assert!(p.client.output().capacity() > 0);
+        p.client.release_idle_memory();
+        // ...and then are not.
+        assert_eq!(p.client.output().capacity(), 0);
+        assert_eq!(p.client.events.capacity(), 0);
+        assert_eq!(p.client.in_flight.capacity(), 0);
+        let seq = p.client.send(None, b"again", p.now).unwrap();
+        // A session with work pending keeps it.
+        p.client.release_idle_memory();
+        assert_eq!(p.client.in_flight(), 1);
+        assert!(!p.client.output().is_empty());
+        p.drive();
+        assert!(matches!(p.server_events.pop(), Some(ServerEvent::Send(s)) if s.seq == seq && s.payload == "again"));
     }
 
     #[test]

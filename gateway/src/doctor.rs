@@ -6,6 +6,13 @@ use std::fmt;
 
 /// Kernel memory an idle TCP socket costs (measured ~3.5-4.5 KiB on Linux 6.x), with margin.
 const SOCKET_BYTES: u64 = 6 * 1024;
+/// The gateway's user memory per idle connection (bench/README.md: 0.8-1.4 KiB measured),
+/// with margin, and what a node needs besides.
+const GATEWAY_BYTES: u64 = 1536;
+const BASE_BYTES: u64 = 1 << 30;
+/// Established connections per bucket of the kernel's TCP hash above which every packet's
+/// socket lookup walks a long chain (measured: ~8 per bucket made the lookup 12% of all CPU).
+const EHASH_LOAD: u64 = 2;
 
 /// What the machine has.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -21,6 +28,11 @@ pub struct Readings {
     pub port_range: (u64, u64),
     /// kernel.io_uring_disabled (absent on kernels without the knob).
     pub io_uring_disabled: Option<u64>,
+    /// MemTotal, bytes.
+    pub mem_total: u64,
+    /// Buckets of the TCP established-connection hash (net.ipv4.tcp_ehash_entries; absent
+    /// before Linux 6.1).
+    pub tcp_ehash_entries: Option<u64>,
 }
 
 /// Which side of a load test this machine is.
@@ -113,6 +125,26 @@ pub fn diagnose(r: &Readings, connections: u64, role: Role) -> Vec<Finding> {
     ));
     match role {
         Role::Gateway => {
+            let need = connections * (GATEWAY_BYTES + SOCKET_BYTES) + BASE_BYTES;
+            out.push(check(
+                "memory",
+                Severity::Fail,
+                r.mem_total >= need,
+                format!("{} MiB", r.mem_total >> 20),
+                format!(">= {} MiB ({} B per connection, user and kernel)", need >> 20, GATEWAY_BYTES + SOCKET_BYTES),
+                format!("a machine with {} GiB or more, or fewer connections per node", need.div_ceil(1 << 30)),
+            ));
+            if let Some(buckets) = r.tcp_ehash_entries {
+                let want = connections.div_ceil(EHASH_LOAD).next_power_of_two();
+                out.push(check(
+                    "tcp_ehash_entries",
+                    Severity::Warn,
+                    buckets.saturating_mul(EHASH_LOAD) >= connections,
+                    buckets.to_string(),
+                    format!(">= {want}"),
+                    format!("boot with thash_entries={want} (the size is fixed at boot; a network namespace takes net.ipv4.tcp_child_ehash_entries)"),
+                ));
+            }
             out.push(check(
                 "net.core.somaxconn",
                 Severity::Warn,
@@ -187,7 +219,15 @@ pub fn read_system() -> Readings {
         syn_backlog: num("net.ipv4.tcp_max_syn_backlog"),
         port_range: (field(&ports, 0), field(&ports, 1)),
         io_uring_disabled: sysctl("kernel.io_uring_disabled").and_then(|s| s.parse().ok()),
+        mem_total: meminfo("MemTotal:") * 1024,
+        tcp_ehash_entries: sysctl("net.ipv4.tcp_ehash_entries").and_then(|s| s.parse().ok()),
     }
+}
+
+/// A /proc/meminfo field, in KiB (0 when absent).
+fn meminfo(key: &str) -> u64 {
+    let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    text.lines().find(|l| l.starts_with(key)).map_or(0, |l| field(l, 1))
 }
 
 #[cfg(test)]
@@ -205,6 +245,8 @@ mod tests {
             syn_backlog: 65_535,
             port_range: (1024, 65_535),
             io_uring_disabled: Some(0),
+            mem_total: 64 << 30,
+            tcp_ehash_entries: Some(524_288),
         }
     }
 
@@ -219,11 +261,29 @@ mod tests {
 
     #[test]
     fn each_shortfall_is_named_with_a_fix() {
-        let r = Readings { nofile_soft: 20_000, tcp_mem_high: 100_000, io_uring_disabled: Some(2), ..roomy() };
+        let r = Readings {
+            nofile_soft: 20_000,
+            tcp_mem_high: 100_000,
+            io_uring_disabled: Some(2),
+            mem_total: 4 << 30,
+            tcp_ehash_entries: Some(262_144),
+            ..roomy()
+        };
         let f = diagnose(&r, 1_000_000, Role::Gateway);
         let bad: Vec<&str> = f.iter().filter(|f| f.severity != Severity::Ok).map(|f| f.check).collect();
-        assert_eq!(bad, ["open files (soft)", "net.ipv4.tcp_mem high", "kernel.io_uring_disabled"]);
+        assert_eq!(
+            bad,
+            ["open files (soft)", "net.ipv4.tcp_mem high", "memory", "tcp_ehash_entries", "kernel.io_uring_disabled"]
+        );
         assert!(f[0].fix.contains("LimitNOFILE=1001024"));
+        let memory = f.iter().find(|f| f.check == "memory").unwrap();
+        assert_eq!(memory.severity, Severity::Fail);
+        assert!(memory.want.contains(">= 8348 MiB") && memory.fix.contains("9 GiB"), "{memory}");
+        let ehash = f.iter().find(|f| f.check == "tcp_ehash_entries").unwrap();
+        assert!(ehash.fix.contains("thash_entries=524288"), "{ehash}");
+        // A kernel without the knob is not warned about.
+        let old = Readings { tcp_ehash_entries: None, ..roomy() };
+        assert!(diagnose(&old, 1_000_000, Role::Gateway).iter().all(|f| f.check != "tcp_ehash_entries"));
     }
 
     #[test]

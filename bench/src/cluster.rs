@@ -216,8 +216,18 @@ pub fn run(args: &ClusterArgs) -> std::io::Result<Value> {
     let load = std::thread::spawn(move || fleet::run(&spec, None, progress));
     // Wait for every connection, then hold and measure in the middle of the hold.
     let ramp_deadline = Instant::now() + ramp;
+    // The ramp ends when every connection is up, or when logins have stopped for 10 s once
+    // all were attempted (some failed: their reasons are in `errors`).
+    let mut last_progress = (Instant::now(), 0);
     while fleet::live().open < args.connections as u64 && Instant::now() < ramp_deadline && !control::stopping() {
         std::thread::sleep(Duration::from_millis(200));
+        let live = fleet::live();
+        let progress = live.connected + live.authenticated;
+        if progress != last_progress.1 {
+            last_progress = (Instant::now(), progress);
+        } else if progress > 0 && last_progress.0.elapsed() > Duration::from_secs(10) {
+            break;
+        }
     }
     let ramped_after = started.elapsed();
     let up = fleet::live().open;

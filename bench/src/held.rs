@@ -157,6 +157,8 @@ struct Thread<'a> {
     measure_from: Instant,
     send_every: Duration,
     fired: Vec<(usize, u64)>,
+    /// Connections connecting or authenticating.
+    pending: usize,
 }
 
 /// Runs this thread's part of `spec` (see [`handles`]) to its end.
@@ -186,6 +188,7 @@ pub fn run_thread(spec: &LoadSpec, t: usize, threads: usize, rate: u64) -> RunSt
         measure_from: conn::instant_at(measure_from_ms),
         send_every: Duration::from_millis(send_every_ms),
         fired: Vec::new(),
+        pending: 0,
     };
     thread.run(&mine, rate);
     thread.stats
@@ -197,7 +200,6 @@ impl Thread<'_> {
         let pause = conn::pacing(rate);
         let ramp_start = Instant::now();
         let mut next = 0;
-        let mut pending = 0;
         loop {
             let now = Instant::now();
             if now >= self.until || control::stopping() {
@@ -210,11 +212,9 @@ impl Thread<'_> {
                 let elapsed = now.duration_since(ramp_start).as_nanos();
                 usize::try_from(elapsed / pause.as_nanos() + 1).unwrap_or(usize::MAX)
             };
-            while next < mine.len() && next < allowed && (!pause.is_zero() || pending < MAX_PENDING) {
-                if let Some(&index) = mine.get(next)
-                    && self.open(index, now)
-                {
-                    pending += 1;
+            while next < mine.len() && next < allowed && (!pause.is_zero() || self.pending < MAX_PENDING) {
+                if let Some(&index) = mine.get(next) {
+                    self.open(index, now);
                 }
                 next += 1;
             }
@@ -232,30 +232,13 @@ impl Thread<'_> {
             }
             let now = Instant::now();
             for event in &events {
-                let key = event.token().0;
-                let before = self.conns.get(key).map(|h| h.phase);
-                self.advance(key, now, true);
-                let after = self.conns.get(key).map(|h| h.phase);
-                if matches!(before, Some(Phase::Connecting | Phase::Authenticating))
-                    && !matches!(after, Some(Phase::Connecting | Phase::Authenticating))
-                {
-                    pending -= 1;
-                }
+                self.advance(event.token().0, now, true);
             }
             self.wheel.expire(now, &mut self.fired);
             let fired = std::mem::take(&mut self.fired);
             for &(key, tick) in &fired {
-                let Some(held) = self.conns.get(key) else { continue };
-                if held.tick != tick {
-                    continue;
-                }
-                let before = held.phase;
-                self.advance(key, now, false);
-                let after = self.conns.get(key).map(|h| h.phase);
-                if matches!(before, Phase::Connecting | Phase::Authenticating)
-                    && !matches!(after, Some(Phase::Connecting | Phase::Authenticating))
-                {
-                    pending -= 1;
+                if self.conns.get(key).is_some_and(|held| held.tick == tick) {
+                    self.advance(key, now, false);
                 }
             }
             self.fired = fired;
@@ -264,16 +247,16 @@ impl Thread<'_> {
         self.close_all();
     }
 
-    /// Starts connection `index`; false when it failed at once (counted).
-    fn open(&mut self, index: usize, now: Instant) -> bool {
+    /// Starts connection `index`; a failure at once is counted.
+    fn open(&mut self, index: usize, now: Instant) {
         let spec = self.spec;
-        let Some(&addr) = spec.addrs.get(index % spec.addrs.len().max(1)) else { return false };
+        let Some(&addr) = spec.addrs.get(index % spec.addrs.len().max(1)) else { return };
         self.stats.connect_started(conn::unix_ms());
         let stream = match connect(addr, run::source_ip(index, spec.sources)) {
             Ok(s) => s,
             Err(e) => {
                 self.fail(format!("connect: {}", e.kind()));
-                return false;
+                return;
             }
         };
         let session = ClientSession::new(run::client_config(&spec.identity, index), now);
@@ -293,14 +276,14 @@ impl Thread<'_> {
             self.poll.registry().register(&mut held.stream, Token(key), Interest::READABLE | Interest::WRITABLE)
         {
             self.fail(format!("connect: {}", e.kind()));
-            return false;
+            return;
         }
         // The auth deadline covers the connect too.
         if let Some(at) = held.session.poll_timeout() {
             held.tick = self.wheel.schedule(key, at);
         }
         entry.insert(held);
-        true
+        self.pending += 1;
     }
 
     fn fail(&mut self, what: String) {
@@ -341,6 +324,7 @@ impl Thread<'_> {
             match event {
                 ClientEvent::Authenticated(_) => {
                     held.phase = Phase::Open;
+                    self.pending -= 1;
                     self.stats.authenticated += 1;
                     self.stats.record_login(now.saturating_duration_since(held.started), conn::unix_ms());
                     control::inc(&PROGRESS.authenticated);
@@ -387,6 +371,8 @@ impl Thread<'_> {
             let held = self.conns.remove(key);
             if held.phase == Phase::Open {
                 control::dec(&PROGRESS.open);
+            } else {
+                self.pending -= 1;
             }
             let mut stream = held.stream;
             let _ = self.poll.registry().deregister(&mut stream);

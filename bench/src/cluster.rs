@@ -62,9 +62,9 @@ pub struct ClusterArgs {
     pub json: bool,
 }
 
-/// Connections one gateway node is given at most by default: the 20,000 open files a
-/// process may hold here, less what a node needs for itself and a margin.
-pub const CONNECTIONS_PER_NODE: usize = 18_000;
+/// Connections one gateway node is given at most by default: the same file budget as a
+/// load process (the 20,000 open files a process may hold here, less a margin).
+pub const CONNECTIONS_PER_NODE: usize = fleet::MAX_FDS_PER_PROCESS;
 
 /// Per-connection costs the scale guard counts, in bytes, from the measured figures in
 /// bench/README.md ("cluster") with a margin: gateway user memory, kernel memory for both
@@ -95,20 +95,18 @@ pub struct Machine {
 }
 
 impl Machine {
+    /// The readings `ringgate doctor` takes (files, ports) and MemAvailable.
     pub fn read() -> std::io::Result<Machine> {
-        let available_bytes = procinfo::mem_available_kib()? * 1024;
-        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-        // SAFETY: getrlimit writes the struct we pass.
-        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-            return Err(std::io::Error::last_os_error());
+        let system = ringgate::doctor::read_system();
+        let (lo, hi) = system.port_range;
+        if hi < lo || hi == 0 {
+            return Err(std::io::Error::other(format!("ip_local_port_range unreadable: {lo} {hi}")));
         }
-        let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")?;
-        let ports: Vec<u64> = range.split_whitespace().filter_map(|v| v.parse().ok()).collect();
-        let ephemeral_ports = match ports.as_slice() {
-            [lo, hi] => hi.saturating_sub(*lo) + 1,
-            _ => return Err(std::io::Error::other(format!("ip_local_port_range: {range:?}"))),
-        };
-        Ok(Machine { available_bytes, files_per_process: limit.rlim_cur, ephemeral_ports })
+        Ok(Machine {
+            available_bytes: procinfo::mem_available_kib()? * 1024,
+            files_per_process: system.nofile_soft,
+            ephemeral_ports: hi - lo + 1,
+        })
     }
 }
 
